@@ -1,0 +1,1 @@
+"""Command-line entry points: the only part of ``linkstack`` that reads argv, stdin and stdout."""

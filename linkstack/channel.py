@@ -1,0 +1,368 @@
+"""Seeded, sans-I/O simulator of one direction of a space link.
+
+A :class:`Channel` takes transmission units (CADUs, CLTUs, or any bytes) with
+``send(unit, now)`` and hands them back, impaired, from ``deliveries(now)`` once
+their arrival time has come; ``get_timer()`` says when the next one arrives.
+Time is always the caller's ``now``; randomness comes from the ``random.Random``
+passed in, so a seed fixes every outcome.  One instance per direction.
+
+What happens to a unit, in this order (the order of the random draws too):
+
+1. serialization: it starts when the transmitter is free (``max(now, busy_until)``)
+   and occupies ``8 * len(unit) / rate_bps`` seconds; it arrives ``delay_s`` after
+   its last bit leaves;
+2. outage: a unit whose transmission interval ``[start, end)`` overlaps an outage
+   window ``[start, start + duration)`` is lost (no draw);
+3. loss: lost with ``loss_probability`` (one draw);
+4. random bit errors at ``ber``, independent over the stream of bits of the units
+   that survive loss: the gap to the next error is drawn geometrically, so the cost
+   is per error, not per bit;
+5. burst: with ``burst_probability`` (one draw) a burst of ``burst_length_bits``
+   starts at a uniform bit offset (clipped to the unit) and replaces those bits by
+   random ones, so each flips with probability 1/2;
+6. duplication: with ``duplicate_probability`` (one draw) an identical copy arrives
+   right after the original;
+7. reordering: with ``reorder_probability`` (one draw, made only when no unit was
+   held at the time of this ``send``) the unit is held back and delivered right
+   behind the next unit sent, at that unit's arrival time (even if that unit is
+   lost); if the next unit would arrive later than ``reorder_hold_s`` after the held
+   unit's own arrival time, the held unit arrives at that deadline instead, alone.
+
+A draw is made only when its probability is non-zero.  ``get_timer()`` may return a
+time before the caller's clock (a unit that fell due during a ``send``): deliver it
+at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass
+from typing import Final
+
+from linkstack.errors import InvalidState, LocalProtocolError
+
+#: Speed of light in vacuum, m/s (exact by the SI definition of the metre).
+SPEED_OF_LIGHT_M_S: Final = 299_792_458.0
+#: Mean Earth radius of the spherical model, m.
+EARTH_RADIUS_M: Final = 6_371_000.0
+
+
+def slant_range_m(altitude_m: float, elevation_deg: float) -> float:
+    """Ground station to satellite distance over a spherical Earth.
+
+    ``sqrt((R + h)^2 - (R cos e)^2) - R sin e``: the law of cosines in the triangle
+    Earth centre, station, satellite.  500 km at zenith gives 500 km; at the
+    horizon, 2573 km (CCSDS_NOTES "Typical link numbers").
+    """
+    if altitude_m < 0:
+        raise LocalProtocolError(f"altitude {altitude_m} m is negative")
+    if not 0 <= elevation_deg <= 90:
+        raise LocalProtocolError(f"elevation {elevation_deg} deg outside 0..90")
+    r, e = EARTH_RADIUS_M, math.radians(elevation_deg)
+    return math.sqrt((r + altitude_m) ** 2 - (r * math.cos(e)) ** 2) - r * math.sin(e)
+
+
+def one_way_delay_s(altitude_m: float, elevation_deg: float) -> float:
+    """One-way light time over :func:`slant_range_m`."""
+    return slant_range_m(altitude_m, elevation_deg) / SPEED_OF_LIGHT_M_S
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The link carries nothing from ``start`` for ``duration`` seconds (sender time)."""
+
+    start: float
+    duration: float
+
+    def __post_init__(self) -> None:
+        if self.duration < 0:
+            raise LocalProtocolError(f"outage duration {self.duration} s is negative")
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def overlaps(self, start: float, end: float) -> bool:
+        """True when ``[start, end)`` and ``[self.start, self.end)`` share an instant."""
+        return start < self.end and end > self.start
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelConfig:
+    """Impairments of one direction; see the module docstring for their order."""
+
+    #: Bits per second on the air.
+    rate_bps: float
+    #: One-way propagation delay, seconds.
+    delay_s: float = 0.0
+    #: Raw bit error rate of independent errors.
+    ber: float = 0.0
+    #: Probability per unit of one error burst.
+    burst_probability: float = 0.0
+    #: Bits a burst covers.
+    burst_length_bits: int = 0
+    #: Probability per unit of losing it whole.
+    loss_probability: float = 0.0
+    #: Probability per unit of delivering it twice.
+    duplicate_probability: float = 0.0
+    #: Probability per unit of holding it back behind the next one.
+    reorder_probability: float = 0.0
+    #: Longest a held-back unit waits for a successor, seconds past its arrival time.
+    reorder_hold_s: float = 1.0
+    outages: tuple[Outage, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.rate_bps > 0:
+            raise LocalProtocolError(f"rate_bps {self.rate_bps} is not positive")
+        if not self.delay_s >= 0:
+            raise LocalProtocolError(f"delay_s {self.delay_s} is negative")
+        if not self.reorder_hold_s >= 0:
+            raise LocalProtocolError(f"reorder_hold_s {self.reorder_hold_s} is negative")
+        for name in (
+            "ber",
+            "burst_probability",
+            "loss_probability",
+            "duplicate_probability",
+            "reorder_probability",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise LocalProtocolError(f"{name} {value} outside 0..1")
+        if self.burst_probability > 0 and self.burst_length_bits < 1:
+            raise LocalProtocolError(
+                f"burst_length_bits {self.burst_length_bits} must be >= 1 "
+                f"when burst_probability is {self.burst_probability}"
+            )
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """What the channel did, counted since it was created."""
+
+    units_sent: int = 0
+    bits_sent: int = 0
+    #: Copies handed out by ``deliveries``, duplicates included.
+    units_delivered: int = 0
+    #: Lost to ``loss_probability``.
+    units_lost: int = 0
+    #: Lost because their transmission overlapped an outage.
+    units_lost_outage: int = 0
+    units_duplicated: int = 0
+    units_reordered: int = 0
+    #: Units with at least one bit flipped.
+    units_corrupted: int = 0
+    #: Flips applied (random errors plus burst bits that changed).
+    bits_flipped: int = 0
+    bursts: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    unit: bytes
+    copies: int
+    deadline: float
+
+
+class Channel:
+    """One direction of a link: ``send`` in, ``deliveries`` out, ``get_timer`` between."""
+
+    __slots__ = (
+        "_busy_until",
+        "_error_gap",
+        "_held",
+        "_now",
+        "_queue",
+        "_seq",
+        "config",
+        "rng",
+        "stats",
+    )
+
+    def __init__(self, config: ChannelConfig, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        self.stats = ChannelStats()
+        #: (arrival time, tie-breaking sequence, unit), a heap.
+        self._queue: list[tuple[float, int, bytes]] = []
+        self._seq = 0
+        self._busy_until = -math.inf
+        self._now = -math.inf
+        #: Error-free bits left before the next random error; None until first drawn.
+        self._error_gap: int | None = None
+        self._held: _Held | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Copies sent and not yet delivered, a held-back unit included."""
+        return len(self._queue) + (self._held.copies if self._held is not None else 0)
+
+    def send(self, unit: bytes, now: float) -> None:
+        """Put ``unit`` on the air at ``now`` (or when the transmitter frees up)."""
+        self._advance(now)
+        if not unit:
+            raise LocalProtocolError("cannot send an empty unit")
+        cfg, stats = self.config, self.stats
+        bits = 8 * len(unit)
+        start = max(now, self._busy_until)
+        end = start + bits / cfg.rate_bps
+        self._busy_until = end
+        arrival = end + cfg.delay_s
+        stats.units_sent += 1
+        stats.bits_sent += bits
+
+        held, self._held = self._held, None
+        if held is not None and held.deadline < arrival:
+            self._push(held.deadline, held.unit, held.copies)
+            held = None
+
+        if any(o.overlaps(start, end) for o in cfg.outages):
+            stats.units_lost_outage += 1
+        elif cfg.loss_probability > 0 and self.rng.random() < cfg.loss_probability:
+            stats.units_lost += 1
+        else:
+            self._transmit(unit, arrival, may_hold=held is None)
+        if held is not None:
+            # Behind this unit, or where it would have been had it not been lost.
+            self._push(arrival, held.unit, held.copies)
+
+    def get_timer(self) -> float | None:
+        """Arrival time of the next delivery, or None when nothing is in flight."""
+        times = [self._queue[0][0]] if self._queue else []
+        if self._held is not None:
+            times.append(self._held.deadline)
+        return min(times, default=None)
+
+    def deliveries(self, now: float) -> list[bytes]:
+        """Units whose arrival time is ``<= now``, in arrival order; removed from flight."""
+        self._advance(now)
+        if self._held is not None and self._held.deadline <= now:
+            self._push(self._held.deadline, self._held.unit, self._held.copies)
+            self._held = None
+        out: list[bytes] = []
+        while self._queue and self._queue[0][0] <= now:
+            out.append(heapq.heappop(self._queue)[2])
+        self.stats.units_delivered += len(out)
+        return out
+
+    # -- internals ---------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        if now < self._now:
+            raise InvalidState(f"time went backwards: now {now} after {self._now}")
+        self._now = now
+
+    def _push(self, at: float, unit: bytes, copies: int = 1) -> None:
+        for _ in range(copies):
+            heapq.heappush(self._queue, (at, self._seq, unit))
+            self._seq += 1
+
+    def _transmit(self, unit: bytes, arrival: float, *, may_hold: bool) -> None:
+        cfg, rng, stats = self.config, self.rng, self.stats
+        received = self._random_errors(unit)
+        if cfg.burst_probability > 0 and rng.random() < cfg.burst_probability:
+            received = self._burst(received)
+        if received != unit:
+            stats.units_corrupted += 1
+        copies = 1
+        if cfg.duplicate_probability > 0 and rng.random() < cfg.duplicate_probability:
+            stats.units_duplicated += 1
+            copies = 2
+        if may_hold and cfg.reorder_probability > 0 and rng.random() < cfg.reorder_probability:
+            stats.units_reordered += 1
+            self._held = _Held(received, copies, arrival + cfg.reorder_hold_s)
+        else:
+            self._push(arrival, received, copies)
+
+    def _random_errors(self, unit: bytes) -> bytes:
+        """``unit`` with bits flipped at the raw BER (the same object when none is hit)."""
+        ber = self.config.ber
+        if ber <= 0:
+            return unit
+        bits = 8 * len(unit)
+        gap = self._error_gap if self._error_gap is not None else self._draw_gap(ber)
+        if gap >= bits:
+            self._error_gap = gap - bits
+            return unit
+        buf = bytearray(unit)
+        while gap < bits:
+            buf[gap >> 3] ^= 0x80 >> (gap & 7)
+            self.stats.bits_flipped += 1
+            gap += 1 + self._draw_gap(ber)
+        self._error_gap = gap - bits
+        return bytes(buf)
+
+    def _draw_gap(self, ber: float) -> int:
+        """Error-free bits before the next error: geometric, P(k) = (1 - ber)^k ber."""
+        if ber >= 1:
+            return 0
+        return math.floor(math.log(1.0 - self.rng.random()) / math.log1p(-ber))
+
+    def _burst(self, unit: bytes) -> bytes:
+        self.stats.bursts += 1
+        bits = 8 * len(unit)
+        length = min(self.config.burst_length_bits, bits)
+        offset = self.rng.randrange(bits - length + 1)
+        mask = self.rng.getrandbits(length) << (bits - offset - length)
+        self.stats.bits_flipped += mask.bit_count()
+        value = int.from_bytes(unit, "big") ^ mask
+        return value.to_bytes(len(unit), "big")
+
+
+# ---------------------------------------------------------------------------
+# Named profiles
+# ---------------------------------------------------------------------------
+
+#: Default geometry: a 500 km LEO seen at 30 deg elevation, 909 km slant, 3.03 ms one way
+#: (CCSDS_NOTES "Typical link numbers": 1.67 ms at zenith, 5.7 ms at 10 deg, 8.6 ms at 0 deg).
+DEFAULT_ALTITUDE_M: Final = 500_000.0
+DEFAULT_ELEVATION_DEG: Final = 30.0
+#: Raw channel BER the CCSDS TC concept sizes its undetected-error performance for
+#: (CCSDS_NOTES "BER targets"; a design point, not a measured value).
+DEFAULT_RAW_BER: Final = 1e-5
+
+#: (uplink, downlink) bit rates per profile, bit/s.
+_RATES: Final[dict[str, tuple[float, float]]] = {
+    # No impairment, no delay: functional tests.
+    "ideal": (1e9, 1e9),
+    # 9.6 kbit/s both ways: UHF BPSK/GMSK (rftools.io CubeSat UHF link budget) and the
+    # ISIS S-band transceiver's 9.6 kbit/s AX.25 uplink (CCSDS_NOTES "Typical link numbers").
+    "uhf": (9_600.0, 9_600.0),
+    # 64 kbit/s up (upper end of small-satellite TC rates; not confirmed by a source, see
+    # CCSDS_NOTES), 2 Mbit/s down (below the 4.3 Mbit/s ISIS S-band info rate).
+    "s-band": (64_000.0, 2_000_000.0),
+}
+PROFILE_NAMES: Final = tuple(_RATES)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProfile:
+    """Channel settings for both directions of a named link."""
+
+    name: str
+    uplink: ChannelConfig
+    downlink: ChannelConfig
+
+
+def link_profile(
+    name: str,
+    *,
+    altitude_m: float = DEFAULT_ALTITUDE_M,
+    elevation_deg: float = DEFAULT_ELEVATION_DEG,
+) -> LinkProfile:
+    """The named profile; its delay comes from the geometry (``ideal`` has none).
+
+    Add losses, bursts or outages with ``dataclasses.replace(profile.downlink, ...)``.
+    """
+    if name not in _RATES:
+        raise LocalProtocolError(f"unknown link profile {name!r}; known: {PROFILE_NAMES}")
+    up, down = _RATES[name]
+    if name == "ideal":
+        return LinkProfile(name, ChannelConfig(rate_bps=up), ChannelConfig(rate_bps=down))
+    delay = one_way_delay_s(altitude_m, elevation_deg)
+    return LinkProfile(
+        name,
+        ChannelConfig(rate_bps=up, delay_s=delay, ber=DEFAULT_RAW_BER),
+        ChannelConfig(rate_bps=down, delay_s=delay, ber=DEFAULT_RAW_BER),
+    )

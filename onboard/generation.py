@@ -1,0 +1,340 @@
+"""Token generation that streams ids as they come, deterministically.
+
+A manual KV-cache loop over the model's forward pass (the same computation as
+``model.generate``, which the tests check), so that every step is in our hands:
+
+* greedy when ``temperature == 0``; otherwise temperature + top-p sampling on
+  the CPU in float32 from a private ``torch.Generator`` seeded with
+  ``params.seed``: the same prompt ids and params give the same ids in every run
+  and every process, and no global RNG (hence no lock) is involved;
+* ``cancel`` (a ``threading.Event``) is checked before every forward pass;
+* a failure inside the model (CUDA out of memory, ``RuntimeError``...) ends the
+  run with ``finish_reason == "error"`` and a :class:`GenerationFailure`, with
+  the ids produced so far; it never propagates.
+
+Threading: run :func:`generate` in a worker thread.  ``on_token`` is called in
+that thread, once per id, in order, before the next forward pass starts; it must
+be quick and must not block on the event loop.  To hand ids to asyncio::
+
+    on_token=lambda token_id: loop.call_soon_threadsafe(queue.put_nowait, token_id)
+
+and set ``cancel`` from any thread to stop within one step.  Exceptions raised
+by ``on_token`` are the caller's and propagate.  One model may serve several
+threads at once (each run has its own cache and generator).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final
+
+from linkstack.errors import InvalidState, LinkError
+
+if TYPE_CHECKING:
+    import torch
+
+    from onboard.model import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+#: Largest seed a ``torch.Generator`` takes.
+MAX_SEED: Final = 2**64 - 1
+
+
+class GenerationRequestError(LinkError):
+    """The request itself is impossible (bad params, empty or out-of-range prompt)."""
+
+
+class FinishReason(StrEnum):
+    """Why a generation ended."""
+
+    STOP = "stop"  # a stop id was generated (it is the last generated id)
+    MAX_TOKENS = "max_tokens"  # max_new_tokens ids were generated
+    CANCELLED = "cancelled"  # the cancel event was set
+    ERROR = "error"  # the model failed; see GenerationResult.error
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationParams:
+    """What to generate; validated on construction."""
+
+    max_new_tokens: int = 64
+    #: 0 means greedy.
+    temperature: float = 0.0
+    #: Nucleus mass kept when sampling, in (0, 1]; 1 keeps every token.
+    top_p: float = 1.0
+    #: Seed of the sampling generator, 0 <= seed <= 2**64 - 1.
+    seed: int = 0
+    #: Ids that end the run; ``None`` means the model handle's default stop ids.
+    stop_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise GenerationRequestError(
+                f"max_new_tokens must be an int, got {self.max_new_tokens!r}"
+            )
+        if self.max_new_tokens < 1:
+            raise GenerationRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise GenerationRequestError(
+                f"temperature must be a finite number >= 0, got {self.temperature}"
+            )
+        if not (0 < self.top_p <= 1):
+            raise GenerationRequestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise GenerationRequestError(f"seed must be an int, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GenerationRequestError(f"seed must be in [0, 2**64 - 1], got {self.seed}")
+        if self.stop_ids is not None:
+            stop = tuple(self.stop_ids)
+            bad = [i for i in stop if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+            if bad:
+                raise GenerationRequestError(f"stop_ids must be ints >= 0, got {bad}")
+            object.__setattr__(self, "stop_ids", stop)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationTiming:
+    """Onboard wall-clock times of one run (``time.perf_counter``)."""
+
+    #: From the start to the first id (prompt prefill + first step).
+    first_token_s: float
+    #: From the first id to the end.
+    decode_s: float
+    tokens: int
+
+    @property
+    def total_s(self) -> float:
+        return self.first_token_s + self.decode_s
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Ids per second after the first (0 when fewer than two ids)."""
+        if self.tokens < 2 or self.decode_s <= 0:
+            return 0.0
+        return (self.tokens - 1) / self.decode_s
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationFailure:
+    """The model failed mid-run; reported, not raised."""
+
+    #: "out-of-memory" or "runtime-error" (any other exception from the model).
+    kind: str
+    #: Exception type and message.
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationResult:
+    """How a run ended, with every id it produced."""
+
+    prompt_ids: tuple[int, ...]
+    #: Every id generated, the stop id included when there was one.
+    generated_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    params: GenerationParams
+    timing: GenerationTiming
+    error: GenerationFailure | None = None
+
+    @property
+    def stop_id(self) -> int | None:
+        """The stop id that ended the run, if one did."""
+        if self.finish_reason is FinishReason.STOP:
+            return self.generated_ids[-1]
+        return None
+
+
+def _check_request(
+    handle: ModelHandle, prompt_ids: Sequence[int], params: GenerationParams
+) -> tuple[int, ...]:
+    try:
+        prompt = tuple(operator.index(i) for i in prompt_ids)
+    except TypeError as exc:
+        raise GenerationRequestError(f"prompt ids must be integers: {exc}") from exc
+    if not prompt:
+        raise GenerationRequestError("the prompt has no token ids")
+    bad = [i for i in prompt if not 0 <= i < handle.vocab_size]
+    if bad:
+        raise GenerationRequestError(
+            f"prompt ids {bad[:5]} are outside the model's vocabulary [0, {handle.vocab_size})"
+        )
+    if len(prompt) + params.max_new_tokens > handle.max_positions:
+        raise GenerationRequestError(
+            f"prompt of {len(prompt)} ids + max_new_tokens {params.max_new_tokens} exceeds "
+            f"the model's {handle.max_positions} positions"
+        )
+    return prompt
+
+
+def _pick(logits: torch.Tensor, params: GenerationParams, rng: torch.Generator) -> int:
+    """The next id from one row of logits: argmax, or temperature + top-p sampling."""
+    import torch
+
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.to(device="cpu", dtype=torch.float32) / params.temperature, -1)
+    candidates: torch.Tensor | None = None
+    if params.top_p < 1:
+        # The nucleus: the smallest set of most likely ids whose mass reaches top_p.
+        # Look among the top k first (a full sort of 151,936 probabilities costs
+        # ~13 ms on a small CPU); sort everything only when the nucleus is wider.
+        k = 256
+        while True:
+            k = min(k, probs.numel())
+            top, order = torch.topk(probs, k)
+            if k == probs.numel() or float(top.sum()) >= params.top_p:
+                break
+            k *= 8
+        keep = (torch.cumsum(top, -1) - top) < params.top_p  # always keeps the first
+        probs, candidates = top[keep], order[keep]
+    # Inverse-CDF draw: one uniform from the private generator per id (much
+    # cheaper than torch.multinomial over the whole vocabulary).
+    cdf = torch.cumsum(probs.to(torch.float64), -1)
+    u = torch.rand((), generator=rng, dtype=torch.float64) * cdf[-1]
+    index = min(int(torch.searchsorted(cdf, u, right=True)), cdf.numel() - 1)
+    return index if candidates is None else int(candidates[index])
+
+
+def _failure(exc: Exception) -> GenerationFailure:
+    import torch
+
+    kind = "out-of-memory" if isinstance(exc, torch.OutOfMemoryError) else "runtime-error"
+    return GenerationFailure(kind=kind, message=f"{type(exc).__name__}: {exc}")
+
+
+def _run(
+    handle: ModelHandle,
+    prompt: tuple[int, ...],
+    params: GenerationParams,
+    cancel: threading.Event | None,
+) -> Generator[int, None, GenerationResult]:
+    """Yield ids one by one; return the result."""
+    import torch
+    from transformers import DynamicCache
+
+    model = handle.model
+    stop = frozenset(handle.stop_ids if params.stop_ids is None else params.stop_ids)
+    rng = torch.Generator(device="cpu")
+    rng.manual_seed(params.seed)
+    generated: list[int] = []
+    reason = FinishReason.MAX_TOKENS
+    failure: GenerationFailure | None = None
+    started = time.perf_counter()
+    first_at: float | None = None
+    cache: Any = None
+    next_input = [list(prompt)]
+    while len(generated) < params.max_new_tokens:
+        if cancel is not None and cancel.is_set():
+            reason = FinishReason.CANCELLED
+            break
+        try:
+            with torch.inference_mode():
+                if cache is None:
+                    cache = DynamicCache(config=model.config)
+                input_ids = torch.tensor(next_input, dtype=torch.long, device=handle.device)
+                out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+                token_id = _pick(out.logits[0, -1], params, rng)
+        except Exception as exc:  # any model failure is reported, never raised
+            # Reported through the result; the traceback is kept for debugging only.
+            logger.debug("generation failed after %d ids", len(generated), exc_info=True)
+            failure = _failure(exc)
+            reason = FinishReason.ERROR
+            cache = None
+            if handle.device.type == "cuda":
+                torch.cuda.empty_cache()
+            break
+        if first_at is None:
+            first_at = time.perf_counter()
+        generated.append(token_id)
+        next_input = [[token_id]]
+        yield token_id
+        if token_id in stop:
+            reason = FinishReason.STOP
+            break
+    ended = time.perf_counter()
+    first = first_at if first_at is not None else ended
+    return GenerationResult(
+        prompt_ids=prompt,
+        generated_ids=tuple(generated),
+        finish_reason=reason,
+        params=params,
+        timing=GenerationTiming(
+            first_token_s=first - started, decode_s=ended - first, tokens=len(generated)
+        ),
+        error=failure,
+    )
+
+
+def generate(
+    handle: ModelHandle,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    *,
+    on_token: Callable[[int], object] | None = None,
+    cancel: threading.Event | None = None,
+) -> GenerationResult:
+    """Run to the end, calling ``on_token(id)`` for each id as it is generated.
+
+    Raises :class:`GenerationRequestError` for an impossible request; model
+    failures come back as a result with ``finish_reason == "error"``.
+    """
+    steps = _run(handle, _check_request(handle, prompt_ids, params), params, cancel)
+    while True:
+        try:
+            token_id = next(steps)
+        except StopIteration as done:
+            result: GenerationResult = done.value
+            return result
+        if on_token is not None:
+            on_token(token_id)
+
+
+@dataclass(slots=True)
+class TokenStream:
+    """Iterator over generated ids; :attr:`result` is set once it is exhausted.
+
+    Consume it from one thread.  Abandoning it early is fine (no resources held
+    beyond the garbage-collected cache); prefer ``cancel`` for a clean result.
+    """
+
+    _steps: Generator[int, None, GenerationResult]
+    _result: GenerationResult | None = field(default=None)
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        if self._result is not None:
+            raise StopIteration
+        try:
+            return next(self._steps)
+        except StopIteration as done:
+            self._result = done.value
+            raise
+
+    @property
+    def result(self) -> GenerationResult:
+        """How the run ended; only once every id has been consumed."""
+        if self._result is None:
+            raise InvalidState("the stream has not finished: consume every id first")
+        return self._result
+
+
+def generate_stream(
+    handle: ModelHandle,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    *,
+    cancel: threading.Event | None = None,
+) -> TokenStream:
+    """Ids as they are generated; the request is checked now, not at the first id."""
+    prompt = _check_request(handle, prompt_ids, params)
+    return TokenStream(_run(handle, prompt, params, cancel))

@@ -1,0 +1,527 @@
+"""The ground station: prompts up, token streams down, answers out.
+
+:class:`GroundStation` owns the sans-I/O :class:`~linkstack.endpoints.GroundEndpoint`,
+the tokenizer and one :class:`~groundstation.assembler.TokenAssembler` per request.
+The link calls :meth:`GroundStation.on_receive` with each unit of the CADU stream and
+the loop time; the station feeds the endpoint, routes each message to its request
+and resolves the request's :class:`Answer` when its stream is whole.
+
+::
+
+    station = GroundStation(tokenizer)
+    link = await open_link(url, role="ground", on_receive=station.on_receive)
+    station.attach(link)
+    answer = await station.ask(prompt_ids, params, on_update=show, timeout=60)
+
+Time is the event loop's clock (``loop.time()``), passed into the sans-I/O parts.
+Link-side trouble (bad frames, unknown request ids, contradictory streams) is
+counted and logged, never raised; caller misuse raises the typed errors of
+:mod:`linkstack.errors`.  Outcomes of a request that are nobody's bug (an
+ErrorReport from the spacecraft, a timeout) are :class:`RequestError` values held
+in :attr:`Answer.error`, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from groundstation.assembler import (
+    AssemblerStats,
+    StreamComplete,
+    TokenAssembler,
+    TokensReady,
+)
+from linkstack.aio import Link
+from linkstack.endpoints import GroundEndpoint, LinkConfig, LinkCounters, MessageReceived
+from linkstack.errors import Dropped, InvalidState, LinkError, LocalProtocolError
+from linkstack.inference_protocol import (
+    Cancel,
+    EndOfStream,
+    ErrorReason,
+    ErrorReport,
+    FinishReason,
+    GenerationParams,
+    Housekeeping,
+    Message,
+    PromptRequest,
+    TokenChunk,
+    TokenRange,
+)
+from linkstack.tokenizer import IncrementalDecoder, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+#: Request ids are u16 and wrap (docs/protocol.md §4).
+REQUEST_ID_MODULUS: Final = 0x1_0000
+#: General ErrorReports (no request concerned) kept for inspection.
+_KEPT_ERRORS: Final = 16
+
+
+# -- outcomes ------------------------------------------------------------------------
+
+
+class RequestError(LinkError):
+    """A request ended without a whole answer; held in :attr:`Answer.error`."""
+
+    def __init__(self, request_id: int, message: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"request {request_id}: {message}")
+
+
+class SpacecraftError(RequestError):
+    """The spacecraft reported an error for the request (docs/protocol.md §8).
+
+    ``reason`` is None when the stream ended with finish reason ERROR (§7) before
+    any ErrorReport said why.
+    """
+
+    def __init__(self, request_id: int, reason: ErrorReason | None, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        name = "ERROR (no ErrorReport)" if reason is None else reason.name
+        super().__init__(request_id, f"spacecraft error {name}" + (f": {detail}" if detail else ""))
+
+
+class RequestTimeoutError(RequestError):
+    """No whole answer within the caller's timeout; a Cancel was sent up."""
+
+    def __init__(
+        self, request_id: int, timeout_s: float, received: int, missing: tuple[TokenRange, ...]
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.received = received
+        self.missing = missing
+        gaps = ", ".join(f"{r.first_index}+{r.count}" for r in missing[:4])
+        more = f" (missing {gaps}{'...' if len(missing) > 4 else ''})" if missing else ""
+        super().__init__(
+            request_id, f"no complete answer after {timeout_s:g} s, {received} ids received{more}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Ids newly delivered in order, with the text they completed (maybe empty).
+
+    The last update of a request may carry no ids: the text of a character left
+    unfinished at the end (U+FFFD), as :meth:`IncrementalDecoder.flush` gives it.
+    """
+
+    request_id: int
+    first_index: int
+    ids: tuple[int, ...]
+    text: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What came down for one request."""
+
+    request_id: int
+    prompt_ids: tuple[int, ...]
+    #: Ids delivered in index order (the whole stream when ``complete``).
+    received_ids: tuple[int, ...]
+    #: ``received_ids`` decoded, special tokens skipped (as ``onboard generate``).
+    text: str
+    #: From the EndOfStream; None if none arrived.
+    finish_reason: FinishReason | None
+    error: RequestError | None
+    #: From sending the request to the delivery of the first id (loop clock).
+    time_to_first_token_s: float | None
+    #: From sending the request to the answer's end (loop clock).
+    total_s: float
+    #: Arrival time of each received id, seconds after the request was sent.
+    token_arrival_s: tuple[float, ...]
+    #: The EndOfStream itself (onboard timings), if one arrived.
+    end: EndOfStream | None
+    #: The request's reassembly statistics.
+    stats: AssemblerStats
+    #: Index ranges never received (empty when complete).
+    missing: tuple[TokenRange, ...]
+    #: Snapshot of the ground endpoint's link counters when the answer ended.
+    counters: LinkCounters
+    #: Snapshot of the endpoint's drops, ``"layer/reason" -> count``.
+    drops: dict[str, int]
+
+    @property
+    def complete(self) -> bool:
+        """The whole stream arrived and it ended without an error."""
+        return self.error is None and self.end is not None and not self.missing
+
+
+# -- one request ------------------------------------------------------------------------
+
+
+class RequestHandle:
+    """A request in flight: its live updates, its answer, its cancellation."""
+
+    def __init__(
+        self,
+        station: GroundStation,
+        request: PromptRequest,
+        *,
+        sent_at: float,
+        decoder: IncrementalDecoder,
+        on_update: Callable[[Update], None] | None,
+        future: asyncio.Future[Answer],
+    ) -> None:
+        self._station = station
+        self.request = request
+        self.request_id = request.request_id
+        self.sent_at = sent_at
+        self.assembler = TokenAssembler(
+            request.request_id, max_tokens=request.params.max_new_tokens, started_at=sent_at
+        )
+        self._decoder = decoder
+        self._on_update = on_update
+        self._future = future
+        self._updates: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._error_report: ErrorReport | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """Every update of this request in order, from the first; ends with the request."""
+        while (update := await self._updates.get()) is not None:
+            yield update
+        self._updates.put_nowait(None)  # so that a second reader ends too
+
+    async def answer(self, timeout: float | None = None) -> Answer:
+        """Wait for the answer; after ``timeout`` seconds cancel it onboard and return
+        it with a :class:`RequestTimeoutError` error."""
+        if timeout is not None and not timeout > 0:
+            raise LocalProtocolError(f"timeout {timeout} s must be positive")
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            self._station._time_out(self, timeout or 0.0)
+            return self._future.result()
+
+    def cancel(self) -> None:
+        """Ask the spacecraft to stop; the stream ends with finish reason CANCELLED."""
+        self._station.cancel(self.request_id)
+
+    # -- driven by the station --------------------------------------------------------
+
+    def _publish(self, update: Update) -> None:
+        self._updates.put_nowait(update)
+        if self._on_update is not None:
+            try:
+                self._on_update(update)
+            except Exception:
+                logger.exception("request %d: on_update callback raised", self.request_id)
+
+    def _tokens_ready(self, event: TokensReady) -> None:
+        text = self._decoder.push(event.ids)
+        self._publish(Update(self.request_id, event.first_index, event.ids, text, event.at))
+
+    def _finish(self, error: RequestError | None, now: float) -> Answer:
+        tail = self._decoder.flush()
+        if tail:
+            index = len(self.assembler.delivered_ids)
+            self._publish(Update(self.request_id, index, (), tail, now))
+        self._updates.put_nowait(None)
+        answer = self._station._answer(self, error, now)
+        if not self._future.done():
+            self._future.set_result(answer)
+        return answer
+
+
+# -- the station ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StationCounters:
+    """Application-level counts of the station (link counts are the endpoint's)."""
+
+    requests_sent: int = 0
+    answers_complete: int = 0
+    answers_failed: int = 0
+    cancels_sent: int = 0
+    #: Downlink messages about a request id not in flight (finished, timed out, unknown).
+    unmatched_messages: int = 0
+    #: Messages of a kind the ground does not expect on the downlink (uplink types).
+    unexpected_messages: int = 0
+    error_reports: int = 0
+    housekeeping_received: int = 0
+
+
+class GroundStation:
+    """The ground end of the inference service over one link."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        config: LinkConfig | None = None,
+        first_request_id: int = 0,
+    ) -> None:
+        if not 0 <= first_request_id < REQUEST_ID_MODULUS:
+            raise LocalProtocolError(
+                f"first_request_id {first_request_id} outside 0..{REQUEST_ID_MODULUS - 1}"
+            )
+        self.tokenizer = tokenizer
+        self.endpoint = GroundEndpoint(config or LinkConfig())
+        self.counters = StationCounters()
+        #: The latest Housekeeping and the time it arrived.
+        self.housekeeping: Housekeeping | None = None
+        self.housekeeping_at: float | None = None
+        #: Recent ErrorReports that concern no request.
+        self.general_errors: deque[ErrorReport] = deque(maxlen=_KEPT_ERRORS)
+        self._link: Link | None = None
+        self._requests: dict[int, RequestHandle] = {}
+        self._next_id = first_request_id
+
+    # -- link side ------------------------------------------------------------------
+
+    def attach(self, link: Link) -> None:
+        """Send the uplink on ``link`` (whose receiver must be :meth:`on_receive`)."""
+        self._link = link
+        self._transmit()
+
+    def on_receive(self, data: bytes, now: float) -> None:
+        """The link's receive callback: octets of the CADU stream at loop time ``now``."""
+        self.endpoint.receive_bytes(data, now)
+        self._drain(now)
+
+    def end_of_stream(self, now: float) -> None:
+        """The downlink ended: let the endpoint settle what it holds."""
+        self.endpoint.end_of_stream(now)
+        self._drain(now)
+
+    @property
+    def link_counters(self) -> LinkCounters:
+        """A snapshot of the endpoint's counters."""
+        return dataclasses.replace(self.endpoint.counters)
+
+    @property
+    def in_flight(self) -> tuple[int, ...]:
+        """Ids of the requests waiting for their answer."""
+        return tuple(self._requests)
+
+    # -- application side -------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+    ) -> RequestHandle:
+        """Send a PromptRequest now and return its handle (needs a running loop)."""
+        if self._link is None:
+            raise InvalidState("no link attached: call attach(link) before sending requests")
+        loop = asyncio.get_running_loop()
+        request = PromptRequest(
+            request_id=self._allocate_id(), params=params, prompt_ids=tuple(prompt_ids)
+        )
+        now = loop.time()
+        handle = RequestHandle(
+            self,
+            request,
+            sent_at=now,
+            decoder=self.tokenizer.incremental_decoder(skip_special=True),
+            on_update=on_update,
+            future=loop.create_future(),
+        )
+        self._requests[request.request_id] = handle
+        logger.info(
+            "> request %d: %d prompt ids, %s", request.request_id, len(request.prompt_ids), params
+        )
+        self.endpoint.send(request)
+        self.counters.requests_sent += 1
+        self._transmit()
+        return handle
+
+    async def ask(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
+        """Send a request and wait for its answer (see :meth:`RequestHandle.answer`)."""
+        return await self.submit(prompt_ids, params, on_update=on_update).answer(timeout)
+
+    def cancel(self, request_id: int) -> None:
+        """Send a Cancel for a request in flight; its answer still comes (CANCELLED)."""
+        if request_id not in self._requests:
+            raise InvalidState(
+                f"request {request_id} is not in flight (in flight: {sorted(self._requests)})"
+            )
+        self._send(Cancel(request_id))
+        self.counters.cancels_sent += 1
+
+    # -- internals ------------------------------------------------------------------
+
+    def _allocate_id(self) -> int:
+        if len(self._requests) >= REQUEST_ID_MODULUS:
+            raise InvalidState(f"all {REQUEST_ID_MODULUS} request ids are in flight")
+        while self._next_id in self._requests:
+            self._next_id = (self._next_id + 1) % REQUEST_ID_MODULUS
+        request_id = self._next_id
+        self._next_id = (self._next_id + 1) % REQUEST_ID_MODULUS
+        return request_id
+
+    def _send(self, message: Message) -> None:
+        if self._link is None:
+            raise InvalidState("no link attached")
+        logger.debug("> %s", message)
+        self.endpoint.send(message)
+        self._transmit()
+
+    def _transmit(self) -> None:
+        if self._link is None:
+            return
+        for cltu in self.endpoint.data_to_send():
+            self._link.send(cltu)
+
+    def _drain(self, now: float) -> None:
+        while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self._receive_message(event.message, now)
+            elif isinstance(event, Dropped):
+                logger.debug("downlink drop %s/%s", event.layer, event.reason)
+            else:
+                logger.info("downlink lost %d frame(s) on VC %s", event.missing, event.vcid)
+
+    def _receive_message(self, message: Message, now: float) -> None:
+        if isinstance(message, TokenChunk | EndOfStream):
+            handle = self._requests.get(message.request_id)
+            if handle is None:
+                self._unmatched(message)
+                return
+            if isinstance(message, TokenChunk):
+                handle.assembler.receive_chunk(message, now)
+            else:
+                handle.assembler.receive_end(message, now)
+            self._drain_assembler(handle, now)
+        elif isinstance(message, ErrorReport):
+            self._receive_error(message, now)
+        elif isinstance(message, Housekeeping):
+            self.counters.housekeeping_received += 1
+            self.housekeeping = message
+            self.housekeeping_at = now
+        else:
+            self.counters.unexpected_messages += 1
+            logger.warning("uplink message %s received on the downlink; ignored", message)
+
+    def _drain_assembler(self, handle: RequestHandle, now: float) -> None:
+        complete: StreamComplete | None = None
+        while (event := handle.assembler.next_event()) is not None:
+            if isinstance(event, TokensReady):
+                handle._tokens_ready(event)
+            elif isinstance(event, StreamComplete):
+                complete = event
+            else:
+                logger.debug(
+                    "request %d: gap of %d ids at %d",
+                    handle.request_id,
+                    event.count,
+                    event.first_index,
+                )
+        if complete is None:
+            return
+        error: RequestError | None = None
+        if complete.finish_reason is FinishReason.ERROR:
+            report = handle._error_report
+            error = SpacecraftError(
+                handle.request_id,
+                None if report is None else report.reason,
+                "" if report is None else report.detail,
+            )
+        self._end_request(handle, error, now)
+
+    def _receive_error(self, report: ErrorReport, now: float) -> None:
+        self.counters.error_reports += 1
+        if report.request_id is None:
+            logger.warning("spacecraft error %s: %s", report.reason.name, report.detail)
+            self.general_errors.append(report)
+            return
+        handle = self._requests.get(report.request_id)
+        if handle is None:
+            self._unmatched(report)
+            return
+        handle._error_report = report
+        self._end_request(
+            handle, SpacecraftError(handle.request_id, report.reason, report.detail), now
+        )
+
+    def _unmatched(self, message: Message) -> None:
+        self.counters.unmatched_messages += 1
+        logger.debug("message for a request not in flight: %s", message)
+
+    def _end_request(self, handle: RequestHandle, error: RequestError | None, now: float) -> None:
+        if self._requests.pop(handle.request_id, None) is None:
+            return
+        if error is None:
+            self.counters.answers_complete += 1
+        else:
+            self.counters.answers_failed += 1
+        answer = handle._finish(error, now)
+        logger.info(
+            "< request %d: %s, %d ids%s",
+            handle.request_id,
+            answer.finish_reason,
+            len(answer.received_ids),
+            "" if error is None else f", {error}",
+        )
+
+    def _time_out(self, handle: RequestHandle, timeout_s: float) -> None:
+        if handle.request_id not in self._requests:
+            return
+        now = asyncio.get_running_loop().time()
+        assembler = handle.assembler
+        try:
+            self.cancel(handle.request_id)
+        except LinkError as exc:  # the link went away: the timeout stands anyway
+            logger.warning("request %d: cannot send Cancel: %s", handle.request_id, exc)
+        error = RequestTimeoutError(
+            handle.request_id,
+            timeout_s,
+            len(assembler.delivered_ids),
+            assembler.missing_ranges(),
+        )
+        self._end_request(handle, error, now)
+
+    def _answer(self, handle: RequestHandle, error: RequestError | None, now: float) -> Answer:
+        assembler = handle.assembler
+        received = assembler.delivered_ids
+        return Answer(
+            request_id=handle.request_id,
+            prompt_ids=handle.request.prompt_ids,
+            received_ids=received,
+            text=self.tokenizer.decode(received, skip_special=True),
+            finish_reason=assembler.finish_reason,
+            error=error,
+            time_to_first_token_s=assembler.time_to_first_token_s,
+            total_s=now - handle.sent_at,
+            token_arrival_s=tuple(t - handle.sent_at for t in assembler.arrival_times),
+            end=assembler.end,
+            stats=dataclasses.replace(assembler.stats),
+            missing=assembler.missing_ranges(),
+            counters=self.link_counters,
+            drops=dict(self.endpoint.drops),
+        )
+
+
+__all__ = [
+    "REQUEST_ID_MODULUS",
+    "Answer",
+    "GroundStation",
+    "RequestError",
+    "RequestHandle",
+    "RequestTimeoutError",
+    "SpacecraftError",
+    "StationCounters",
+    "Update",
+]

@@ -37,7 +37,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from linkstack.cli import cadu, cltu
+    from linkstack.cli import cadu, capture, cltu
 
     parser = argparse.ArgumentParser(
         prog="linkstack", description="CCSDS space-link stack for LLM inference in orbit."
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cadu.register(commands)
     cltu.register(commands)
+    capture.register(commands)
     return parser
 
 

@@ -185,6 +185,12 @@ class UdpLink:
         if self._protocol.transport is not None:
             self._protocol.transport.close()
 
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The bound (host, port), once open."""
+        transport = self._protocol.transport
+        return None if transport is None else transport.get_extra_info("sockname")[:2]
+
 
 async def _open_udp(address: LinkAddress, role: Role, receiver: Receiver) -> UdpLink:
     loop = asyncio.get_running_loop()
@@ -230,9 +236,19 @@ class TcpLink:
         for task in self._readers:
             task.cancel()
 
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The listening (host, port) of the spacecraft end, or the ground's own."""
+        if self._server is not None and self._server.sockets:
+            return self._server.sockets[0].getsockname()[:2]  # type: ignore[no-any-return]
+        if self._writer is not None:
+            return self._writer.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.close()  # a new ground connection replaces the old one
+        old = self._writer
+        if old is not None and old is not writer and not old.is_closing():
+            old.close()  # a new ground connection replaces the old one
         self._writer = writer
         self.connected.set()
         task = asyncio.current_task()
@@ -259,6 +275,10 @@ async def _open_tcp(address: LinkAddress, role: Role, receiver: Receiver) -> Tcp
         link._server = await asyncio.start_server(link._serve, address.host, address.port)
     else:
         reader, writer = await asyncio.open_connection(address.host, address.port)
+        # Writable at once: what the ground sends right after opening must not wait
+        # for the reader task to start.
+        link._writer = writer
+        link.connected.set()
         task = loop.create_task(link._serve(reader, writer))
         link._readers.add(task)
     return link

@@ -14,12 +14,17 @@ torch and transformers are imported only once the options have parsed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from linkstack.errors import LinkError
+
+if TYPE_CHECKING:
+    from linkstack.aio import TcpLink, UdpLink
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,12 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="generate from a prompt on the spot (no link): the reference run"
     )
     gen.add_argument("prompt", metavar="PROMPT", help="prompt text")
-    gen.add_argument(
-        "--model",
-        default="embedded",
-        metavar="SPEC",
-        help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
-    )
+    _add_model_options(gen)
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     gen.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="default 64")
     gen.add_argument(
@@ -56,22 +56,60 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--no-chat", action="store_true", help="encode PROMPT as is, without the chat template"
     )
-    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
-    gen.add_argument(
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(handler=_generate)
+
+    serve = commands.add_parser(
+        "serve", help="the spacecraft: serve PromptRequests over a link until SIGINT/SIGTERM"
+    )
+    serve.add_argument(
+        "--link",
+        required=True,
+        metavar="URL",
+        help="tcp://HOST:PORT (listen) or udp://HOST:PORT (bind); port 0 picks a free one",
+    )
+    _add_model_options(serve)
+    serve.add_argument(
+        "--downlink-rate",
+        type=float,
+        default=None,
+        metavar="BPS",
+        help="downlink bit rate the CADUs are paced at (default: unpaced)",
+    )
+    serve.add_argument(
+        "--max-queue", type=int, default=8, metavar="N", help="requests waiting (default 8)"
+    )
+    serve.add_argument(
+        "--housekeeping-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between Housekeeping messages (default 10)",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="embedded",
+        metavar="SPEC",
+        help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
+    parser.add_argument(
         "--dtype",
         choices=("auto", "float32", "bfloat16", "float16"),
         default="auto",
         help="auto = bfloat16 on CUDA, float32 on CPU",
     )
-    gen.add_argument("--json", action="store_true", help="print one JSON object")
-    gen.set_defaults(handler=_generate)
-
-    # The `serve` sub-command (the onboard end of the link) is registered here by
-    # the link server module; it does not exist yet.
-    return parser
 
 
 def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from linkstack.errors import LocalProtocolError
+    from linkstack.inference_protocol import GenerationParams as WireParams
     from onboard.generation import (
         FinishReason,
         GenerationParams,
@@ -79,17 +117,27 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         generate,
     )
     from onboard.model import load_model
+    from onboard.service import params_from_wire
 
     try:
-        params = GenerationParams(
+        # Checked as the generator checks them first (its messages), then as the
+        # link carries them: the reference run uses what a PromptRequest would.
+        GenerationParams(
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
             top_p=args.top_p,
             seed=args.seed,
         )
-    except GenerationRequestError as exc:
+        wire = WireParams.from_floats(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except (GenerationRequestError, LocalProtocolError) as exc:
         raise _UsageError(str(exc)) from exc
     handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    params = params_from_wire(dataclasses.replace(wire, stop_ids=handle.stop_ids))
     tokenizer = handle.tokenizer
     prompt_ids = tokenizer.encode_prompt(args.prompt, chat=not args.no_chat)
     try:
@@ -136,6 +184,97 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         stderr.write(f"onboard: generation failed: {error}\n")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import asyncio
+
+    from linkstack.aio import LinkAddress
+    from linkstack.errors import LocalProtocolError
+
+    try:
+        LinkAddress.parse(args.link)
+    except LocalProtocolError as exc:
+        raise _UsageError(str(exc)) from exc
+    if args.downlink_rate is not None and not args.downlink_rate > 0:
+        raise _UsageError(f"--downlink-rate {args.downlink_rate} bit/s must be positive")
+    if args.max_queue < 1:
+        raise _UsageError(f"--max-queue {args.max_queue} must be >= 1")
+    if not args.housekeeping_interval > 0:
+        raise _UsageError(
+            f"--housekeeping-interval {args.housekeeping_interval} s must be positive"
+        )
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("onboard: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        from onboard.model import load_model
+
+        handle = load_model(args.model, device=args.device, dtype=args.dtype)
+        return asyncio.run(_serve_link(args, handle, stderr))
+    finally:
+        root.removeHandler(handler)
+
+
+def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
+    """The address the link actually holds (port 0 resolved), as a URL."""
+    address = link.local_address
+    if address is None:
+        return fallback
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return f"{scheme}://{host}:{address[1]}"
+
+
+async def _serve_link(args: argparse.Namespace, handle: Any, stderr: TextIO) -> int:
+    import asyncio
+    import signal
+
+    from linkstack.aio import LinkAddress, open_link
+    from onboard.service import OnboardService
+
+    service = OnboardService.for_model(
+        handle,
+        max_queue=args.max_queue,
+        housekeeping_interval=args.housekeeping_interval,
+        downlink_rate_bps=args.downlink_rate,
+    )
+    try:
+        link = await open_link(args.link, role="spacecraft", on_receive=service.on_receive)
+    except OSError as exc:
+        raise LinkOpenError(f"cannot open {args.link}: {exc}") from exc
+    service.attach(link)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = loop.create_task(service.run())
+    url = _bound_url(link, LinkAddress.parse(args.link).scheme, args.link)
+    stderr.write(f"onboard: serving on {url} ({handle.description})\n")
+    stderr.flush()
+    stopper = loop.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # the transmitter never ends on its own: re-raise what stopped it
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        for task in (runner, stopper):
+            task.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        service.close()
+        counters = service.core.counters
+        stderr.write(
+            f"onboard: stopped; {counters.requests_accepted} requests accepted, "
+            f"{counters.requests_refused} refused, {counters.tokens_sent} ids sent\n"
+        )
+    return EXIT_OK
+
+
+class LinkOpenError(LinkError):
+    """The link could not be opened (address in use, no such interface...)."""
 
 
 def main(

@@ -1,0 +1,315 @@
+"""The whole system in one process on a virtual clock: ground, link, spacecraft.
+
+A discrete-event simulation that composes the same sans-I/O pieces the live
+programs use - :class:`~linkstack.endpoints.GroundEndpoint`,
+:class:`~groundstation.assembler.TokenAssembler`, two seeded
+:class:`~linkstack.channel.Channel` objects, :class:`~linkstack.endpoints.SpacecraftEndpoint`
+and :class:`~onboard.service.OnboardCore` - and advances time from one event to the
+next instead of waiting.  Runs are deterministic: the same prompt, parameters, link
+and seed give the same events, counters and times, whatever the machine.
+
+The onboard model runs for real (``generate`` is injected); its ids are then
+released on the virtual clock, one every ``token_interval_s`` after
+``first_token_s``, so that the link sees a stream as it would in orbit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from groundstation.assembler import TokenAssembler
+from linkstack.channel import Channel, ChannelConfig, ChannelStats
+from linkstack.endpoints import (
+    GroundEndpoint,
+    LinkConfig,
+    LinkCounters,
+    MessageReceived,
+    SpacecraftEndpoint,
+)
+from linkstack.errors import Dropped, Layer, LocalProtocolError
+from linkstack.inference_protocol import (
+    EndOfStream,
+    ErrorReport,
+    PromptRequest,
+    TokenChunk,
+)
+from linkstack.inference_protocol import GenerationParams as WireParams
+from onboard.generation import FinishReason, GenerationResult
+from onboard.service import CoreConfig, Job, OnboardCore
+
+logger = logging.getLogger(__name__)
+
+#: Runs one job to the end on the real model: ``job -> result``.
+Generate = Callable[[Job], GenerationResult]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionConfig:
+    """One simulated pass: link, channels, onboard timing, seed."""
+
+    link: LinkConfig = field(default_factory=LinkConfig)
+    uplink: ChannelConfig
+    downlink: ChannelConfig
+    seed: int = 0
+    #: Virtual seconds from the start of a job to its first id, then between ids.
+    first_token_s: float = 0.05
+    token_interval_s: float = 0.01
+    #: Idle frames keep the ground locked and carry the CLCW when nothing waits.
+    idle_interval_s: float = 0.25
+    #: Give up (virtual seconds) if the answer has not arrived by then.
+    time_limit_s: float = 3600.0
+    core: CoreConfig = field(default_factory=CoreConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("first_token_s", "token_interval_s", "idle_interval_s", "time_limit_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name != "first_token_s" and value == 0):
+                raise LocalProtocolError(f"{name} {value} s must be positive and finite")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionResult:
+    """What one simulated request gave, on board and on the ground."""
+
+    prompt_ids: tuple[int, ...]
+    generated_ids: tuple[int, ...]
+    received_ids: tuple[int, ...]
+    finish_reason: str | None
+    error: str | None
+    time_to_first_token_s: float | None
+    total_s: float | None
+    uplink_bits: int
+    ground: LinkCounters
+    spacecraft: LinkCounters
+    uplink_channel: ChannelStats
+    downlink_channel: ChannelStats
+    drops: dict[str, int]
+
+    @property
+    def match(self) -> bool:
+        return self.error is None and self.received_ids == self.generated_ids
+
+
+class _Release:
+    """The running job's ids, released one by one on the virtual clock."""
+
+    def __init__(self, job: Job, result: GenerationResult, start: float, config: MissionConfig):
+        self.job = job
+        self.result = result
+        self.released = 0
+        self._start = start + config.first_token_s
+        self._interval = config.token_interval_s
+
+    def due(self) -> float:
+        """When the next id (or, after the last, the end) is released."""
+        return self._start + self.released * self._interval
+
+
+class Mission:
+    """Ground station, link and spacecraft wired together on a virtual clock."""
+
+    def __init__(self, config: MissionConfig, generate: Generate) -> None:
+        self.config = config
+        self._generate = generate
+        seeds = random.Random(config.seed)
+        self.uplink = Channel(config.uplink, random.Random(seeds.getrandbits(64)))
+        self.downlink = Channel(config.downlink, random.Random(seeds.getrandbits(64)))
+        self.ground = GroundEndpoint(config.link)
+        self.spacecraft = SpacecraftEndpoint(config.link)
+        self.now = 0.0
+        self.core = OnboardCore(config.core, now=self.now)
+        rate = config.downlink.rate_bps
+        self._cadu_time = config.link.tm_coding.cadu_length * 8 / rate if rate else 0.0
+        self._next_frame = 0.0
+        self._last_frame = -math.inf
+        self._trailing_idle = False
+        self._release: _Release | None = None
+        self._assemblers: dict[int, TokenAssembler] = {}
+        self._errors: dict[int, ErrorReport] = {}
+        self._generated: dict[int, tuple[int, ...]] = {}
+
+    # -- ground side -----------------------------------------------------------------
+
+    def submit(self, request: PromptRequest) -> None:
+        """Send a request up now."""
+        self._assemblers[request.request_id] = TokenAssembler(
+            request.request_id, max_tokens=request.params.max_new_tokens, started_at=self.now
+        )
+        self.ground.send(request)
+        for cltu in self.ground.data_to_send():
+            self.uplink.send(cltu, self.now)
+
+    def _ground_events(self) -> None:
+        while (event := self.ground.next_event()) is not None:
+            if not isinstance(event, MessageReceived):
+                continue
+            message = event.message
+            if isinstance(message, TokenChunk | EndOfStream):
+                assembler = self._assemblers.get(message.request_id)
+                if assembler is None:
+                    continue
+                if isinstance(message, TokenChunk):
+                    assembler.receive_chunk(message, self.now)
+                else:
+                    assembler.receive_end(message, self.now)
+            elif isinstance(message, ErrorReport) and message.request_id is not None:
+                self._errors[message.request_id] = message
+
+    def done(self, request_id: int) -> bool:
+        assembler = self._assemblers[request_id]
+        return assembler.complete or request_id in self._errors
+
+    # -- spacecraft side -----------------------------------------------------------------
+
+    def _spacecraft_events(self) -> None:
+        while (event := self.spacecraft.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self.core.receive_message(event.message, self.now)
+            elif isinstance(event, Dropped) and event.layer in (
+                Layer.APPLICATION,
+                Layer.SPACE_PACKET,
+            ):
+                self.core.receive_drop(event, self.now)
+        self._start_job()
+
+    def _start_job(self) -> None:
+        if self._release is not None:
+            return
+        job = self.core.next_job(self.now)
+        if job is None:
+            return
+        result = self._generate(job)
+        self._generated[job.request_id] = result.generated_ids
+        self._release = _Release(job, result, self.now, self.config)
+
+    def _release_due(self) -> None:
+        release = self._release
+        while release is not None and release.due() <= self.now:
+            request_id = release.job.request_id
+            ids = release.result.generated_ids
+            if self.core.cancel_requested(request_id):
+                kept = ids[: release.released]
+                result = dataclasses.replace(
+                    release.result, generated_ids=kept, finish_reason=FinishReason.CANCELLED
+                )
+                self._generated[request_id] = kept
+                self.core.generation_finished(request_id, result, self.now)
+            elif release.released < len(ids):
+                self.core.token_generated(request_id, ids[release.released], self.now)
+                release.released += 1
+                continue
+            else:
+                self.core.generation_finished(request_id, release.result, self.now)
+            self._release = None
+            self._start_job()
+            release = self._release
+
+    def _transmit(self) -> None:
+        """Send one CADU if the downlink transmitter is due."""
+        if self.now < self._next_frame:
+            return
+        if not self._waiting() and not self._trailing_idle and self.now < self._next_idle():
+            return
+        for message in self.core.fill(self.config.link.tm.data_field_length, self.now):
+            self.spacecraft.send(message)
+        carried = self.spacecraft.pending_octets > 0
+        self.downlink.send(self.spacecraft.next_cadu(), self.now)
+        self._last_frame = self.now
+        # After data, one more frame at once: the ground's synchronizer confirms a
+        # block by the marker that follows it.
+        self._trailing_idle = carried
+        self._next_frame = self.now + self._cadu_time
+
+    def _waiting(self) -> bool:
+        """Something waits for the downlink (ids, reports, a due Housekeeping)."""
+        return (
+            self.core.has_output
+            or self.spacecraft.pending_octets > 0
+            or self.now >= self.core.get_timer()
+        )
+
+    def _next_idle(self) -> float:
+        return self._last_frame + self.config.idle_interval_s
+
+    # -- the clock ---------------------------------------------------------------------
+
+    def _next_time(self) -> float:
+        times = [self.config.time_limit_s]
+        for channel in (self.uplink, self.downlink):
+            timer = channel.get_timer()
+            if timer is not None:
+                times.append(timer)
+        if self._release is not None:
+            times.append(self._release.due())
+        if self.core.has_output or self.spacecraft.pending_octets > 0 or self._trailing_idle:
+            times.append(self._next_frame)
+        else:
+            times.append(max(self._next_frame, self._next_idle()))
+            times.append(max(self._next_frame, self.core.get_timer()))
+        return max(self.now, min(times))
+
+    def step(self) -> None:
+        """Advance to the next event and process everything due then."""
+        self.now = self._next_time()
+        for cltu in self.uplink.deliveries(self.now):
+            self.spacecraft.receive_bytes(cltu, self.now)
+        self._spacecraft_events()
+        self._release_due()
+        self._transmit()
+        for cadu in self.downlink.deliveries(self.now):
+            self.ground.receive_bytes(cadu, self.now)
+        self._ground_events()
+
+    def run_request(self, request: PromptRequest) -> MissionResult:
+        """Submit ``request`` and run until its answer is complete (or the time limit)."""
+        self.submit(request)
+        start = self.now
+        while not self.done(request.request_id) and self.now < self.config.time_limit_s:
+            self.step()
+        return self.result(request, start)
+
+    def result(self, request: PromptRequest, start: float) -> MissionResult:
+        assembler = self._assemblers[request.request_id]
+        error = self._errors.get(request.request_id)
+        ttft = assembler.time_to_first_token_s
+        completed = assembler.completed_at
+        finish = assembler.finish_reason
+        if error is None and not assembler.complete:
+            error_text: str | None = f"timeout after {self.now - start:.3f} s (virtual)"
+        else:
+            error_text = None if error is None else f"{error.reason.name}: {error.detail}"
+        return MissionResult(
+            prompt_ids=request.prompt_ids,
+            generated_ids=self._generated.get(request.request_id, ()),
+            received_ids=assembler.delivered_ids,
+            finish_reason=None if finish is None else finish.name.lower(),
+            error=error_text,
+            time_to_first_token_s=ttft,
+            total_s=None if completed is None else completed - start,
+            uplink_bits=self.ground.counters.uplink_octets * 8,
+            ground=dataclasses.replace(self.ground.counters),
+            spacecraft=dataclasses.replace(self.spacecraft.counters),
+            uplink_channel=dataclasses.replace(self.uplink.stats),
+            downlink_channel=dataclasses.replace(self.downlink.stats),
+            drops=dict(self.ground.drops + self.spacecraft.drops),
+        )
+
+
+def simulate(
+    prompt_ids: tuple[int, ...],
+    params: WireParams,
+    generate: Generate,
+    config: MissionConfig,
+    *,
+    request_id: int = 1,
+) -> MissionResult:
+    """One request through the whole system on a virtual clock."""
+    mission = Mission(config, generate)
+    return mission.run_request(
+        PromptRequest(request_id=request_id, params=params, prompt_ids=prompt_ids)
+    )

@@ -208,11 +208,14 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         )
     )
     if args.json:
-        stdout.write(json.dumps(_record(args, params, answer), ensure_ascii=False) + "\n")
+        record = answer_record(
+            answer, params, link=args.link, model=args.model, chat=not args.no_chat
+        )
+        stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         if answer.text:
             stdout.write("\n")  # end the live line
-        stderr.write(_summary(answer) + "\n")
+        stderr.write(f"groundstation: {answer_summary(answer)}\n")
     stdout.flush()
     if answer.error is not None:
         stderr.write(f"groundstation: {answer.error}\n")
@@ -268,17 +271,20 @@ def _counters(answer: Answer) -> dict[str, Any]:
     return counters
 
 
-def _record(args: argparse.Namespace, params: GenerationParams, answer: Answer) -> dict[str, Any]:
+def answer_record(
+    answer: Answer, params: GenerationParams, *, link: str, model: str, chat: bool
+) -> dict[str, Any]:
+    """The ``--json`` object of an answer (``linkstack demo`` extends it)."""
     end = answer.end
     return {
-        "link": args.link,
-        "model": args.model,
+        "link": link,
+        "model": model,
         "params": {
             "max_new_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
-            "chat": not args.no_chat,
+            "chat": chat,
             "stop_ids": list(params.stop_ids),
         },
         "request_id": answer.request_id,
@@ -304,7 +310,8 @@ def _record(args: argparse.Namespace, params: GenerationParams, answer: Answer) 
     }
 
 
-def _summary(answer: Answer) -> str:
+def answer_summary(answer: Answer) -> str:
+    """One line of link statistics for stderr."""
     c = answer.counters
     ttft = (
         "no id"
@@ -312,7 +319,7 @@ def _summary(answer: Answer) -> str:
         else f"first id {answer.time_to_first_token_s * 1e3:.0f} ms"
     )
     return (
-        f"groundstation: {_finish_name(answer.finish_reason) or 'no end'}, "
+        f"{_finish_name(answer.finish_reason) or 'no end'}, "
         f"{len(answer.received_ids)} ids, {ttft}, total {answer.total_s:.2f} s; "
         f"up {c.cltus_sent} CLTU(s), {c.uplink_octets * 8} bits; "
         f"down {c.frames_received} frames, {c.frames_lost} lost, {c.dropped} dropped, "

@@ -37,13 +37,14 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from linkstack.cli import cadu, capture, cltu
+    from linkstack.cli import cadu, capture, cltu, demo
 
     parser = argparse.ArgumentParser(
         prog="linkstack", description="CCSDS space-link stack for LLM inference in orbit."
     )
     parser.add_argument("--version", action="version", version=f"linkstack {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.register(commands)
     cadu.register(commands)
     cltu.register(commands)
     capture.register(commands)

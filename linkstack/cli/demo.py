@@ -1,0 +1,253 @@
+"""``linkstack demo``: the whole system in one process, live.
+
+A prompt typed on the ground is tokenized, uplinked as CLTUs through a simulated
+channel, answered on board by Qwen-3 and streamed down as CADUs, then shown as it
+arrives.  The ground station, the onboard service and the link are the same objects
+``groundstation ask`` and ``onboard serve`` use, joined by a
+:class:`~linkstack.aio.LoopbackLink` running on the event loop's clock.
+
+torch and transformers are imported only once the options have parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+from linkstack.channel import PROFILE_NAMES, ChannelConfig, Outage
+from linkstack.cli.main import EXIT_FAILED, EXIT_OK, CliError, Streams
+
+if TYPE_CHECKING:
+    from groundstation.station import Answer, Update
+    from linkstack.aio import LoopbackLink
+    from linkstack.inference_protocol import GenerationParams
+    from onboard.model import ModelHandle
+
+DEFAULT_PROMPT = "Hello from the ground station. What do you see from orbit?"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in 0..1")
+    return value
+
+
+def _outage(text: str) -> Outage:
+    start, sep, duration = text.partition(":")
+    try:
+        outage = Outage(float(start), float(duration)) if sep else None
+    except ValueError:
+        outage = None
+    if outage is None or not (math.isfinite(outage.start) and math.isfinite(outage.duration)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:SECONDS")
+    if outage.start < 0 or outage.duration <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: START must be >= 0 and SECONDS > 0")
+    return outage
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run ground station, link and spacecraft in one process and stream an answer",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    demo.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, metavar="PROMPT")
+    demo.add_argument(
+        "--model",
+        default="embedded",
+        metavar="SPEC",
+        help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
+    )
+    demo.add_argument(
+        "--profile", default="s-band", choices=PROFILE_NAMES, help="link profile (default s-band)"
+    )
+    demo.add_argument("--ber", type=_probability, metavar="X", help="raw bit error rate, both ways")
+    demo.add_argument(
+        "--burst",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability a unit is hit by an error burst longer than R-S corrects",
+    )
+    demo.add_argument("--drop", type=_probability, default=0.0, metavar="P", help="unit loss")
+    demo.add_argument("--duplicate", type=_probability, default=0.0, metavar="P")
+    demo.add_argument("--reorder", type=_probability, default=0.0, metavar="P")
+    demo.add_argument(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        metavar="START:SECONDS",
+        help="loss of signal both ways, seconds after the start (repeatable)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="sampling and channel seed")
+    demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    demo.add_argument("--temperature", type=float, default=0.0, metavar="T")
+    demo.add_argument("--top-p", type=float, default=1.0, metavar="P")
+    demo.add_argument("--no-chat", action="store_true", help="no chat template")
+    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
+    demo.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="give up after S s"
+    )
+    demo.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    demo.set_defaults(handler=run)
+
+
+def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
+    from linkstack.channel import link_profile
+
+    profile = link_profile(args.profile)
+    changes: dict[str, Any] = {
+        "burst_probability": args.burst,
+        "loss_probability": args.drop,
+        "duplicate_probability": args.duplicate,
+        "reorder_probability": args.reorder,
+        "outages": tuple(args.outage),
+    }
+    if args.burst:
+        # Longer than R-S corrects: 16 symbols per codeword, interleaved I deep.
+        changes["burst_length_bits"] = 8 * (17 * 5 + 1)
+    if args.ber is not None:
+        changes["ber"] = args.ber
+    return (
+        dataclasses.replace(profile.uplink, **changes),
+        dataclasses.replace(profile.downlink, **changes),
+    )
+
+
+def run(args: argparse.Namespace, io: Streams) -> int:
+    from linkstack.errors import LocalProtocolError
+    from linkstack.inference_protocol import GenerationParams
+
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise CliError(f"--timeout {args.timeout} must be a positive number of seconds")
+    try:
+        uplink, downlink = _channels(args)
+        params = GenerationParams.from_floats(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except LocalProtocolError as exc:
+        raise CliError(str(exc)) from exc
+
+    from onboard.model import load_model
+
+    handle = load_model(args.model, device=args.device)
+    params = dataclasses.replace(params, stop_ids=handle.stop_ids)
+    prompt_ids = tuple(handle.tokenizer.encode_prompt(args.prompt, chat=not args.no_chat))
+    if not args.json:
+        io.stderr.write(
+            f"linkstack demo: {handle.description}; profile {args.profile}; "
+            f"{len(prompt_ids)} prompt ids up\n"
+        )
+    record = asyncio.run(
+        _demo(args, io, handle, prompt_ids, params, uplink=uplink, downlink=downlink)
+    )
+    if args.json:
+        io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+    io.stdout.flush()
+    if record["error"] is not None:
+        io.stderr.write(f"linkstack demo: {record['error']}\n")
+        return EXIT_FAILED
+    if not record["match"]:
+        io.stderr.write("linkstack demo: the ground received other ids than the model made\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _demo(
+    args: argparse.Namespace,
+    io: Streams,
+    handle: ModelHandle,
+    prompt_ids: tuple[int, ...],
+    params: GenerationParams,
+    *,
+    uplink: ChannelConfig,
+    downlink: ChannelConfig,
+) -> dict[str, Any]:
+    from groundstation.cli import answer_summary
+    from groundstation.station import GroundStation
+    from linkstack.aio import LoopbackLink
+    from linkstack.endpoints import LinkConfig
+    from onboard.service import OnboardService
+
+    config = LinkConfig()
+    station = GroundStation(handle.tokenizer, config=config)
+    service = OnboardService.for_model(
+        handle, link_config=config, downlink_rate_bps=downlink.rate_bps
+    )
+    link = LoopbackLink(
+        uplink=uplink,
+        downlink=downlink,
+        seed=args.seed,
+        to_ground=station.on_receive,
+        to_spacecraft=service.on_receive,
+    )
+    service.attach(link.spacecraft)
+    station.attach(link.ground)
+    transmitter = asyncio.create_task(service.run())
+
+    def show(update: Update) -> None:
+        if not args.json and update.text:
+            io.stdout.write(update.text.encode())
+            io.stdout.flush()
+
+    try:
+        answer = await station.ask(prompt_ids, params, on_update=show, timeout=args.timeout)
+    finally:
+        transmitter.cancel()
+        await asyncio.gather(transmitter, return_exceptions=True)
+        service.close()
+        link.close()
+    generated = service.core.sent_ids(answer.request_id) or ()
+    if not args.json:
+        io.stdout.write(b"\n")
+        io.stderr.write(f"linkstack demo: {answer_summary(answer)}\n")
+    return _record(args, answer, params=params, generated=generated, link=link, service=service)
+
+
+def _record(
+    args: argparse.Namespace,
+    answer: Answer,
+    *,
+    params: GenerationParams,
+    generated: tuple[int, ...],
+    link: LoopbackLink,
+    service: Any,
+) -> dict[str, Any]:
+    from groundstation.cli import answer_record
+
+    record = answer_record(
+        answer, params, link=f"loopback:{args.profile}", model=args.model, chat=not args.no_chat
+    )
+    record["generated_ids"] = list(generated)
+    record["match"] = answer.error is None and list(answer.received_ids) == list(generated)
+    record["uplink_bits"] = record["counters"]["uplink_bits"]
+    ground, spacecraft = answer.counters, service.endpoint.counters
+    record["frames_sent"] = spacecraft.cadus_sent
+    record["frames_received"] = ground.frames_received
+    record["frames_dropped"] = ground.dropped
+    record["rs_symbols_corrected"] = ground.rs_corrected_symbols
+    record["spacecraft_counters"] = dataclasses.asdict(service.endpoint.counters)
+    record["channels"] = {
+        "uplink": dataclasses.asdict(link.uplink.stats),
+        "downlink": dataclasses.asdict(link.downlink.stats),
+    }
+    record["seed"] = args.seed
+    record["profile"] = args.profile
+    return record
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from linkstack.cli.main import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,127 @@
+"""``linkstack demo``: the main job, in process and as a real command."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from linkstack.cli.main import Streams, main
+
+if TYPE_CHECKING:
+    from onboard.model import ModelHandle
+
+
+def run_demo(*argv: str) -> tuple[int, bytes, str]:
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    code = main(["demo", *argv], Streams(io.BytesIO(), stdout, stderr))
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def reference(handle: ModelHandle, record: dict[str, Any]) -> tuple[int, ...]:
+    """What ``onboard generate`` makes for the same prompt ids and parameters."""
+    from linkstack.inference_protocol import GenerationParams as WireParams
+    from onboard.generation import generate
+    from onboard.service import params_from_wire
+
+    p = record["params"]
+    wire = WireParams.from_floats(
+        max_new_tokens=p["max_new_tokens"],
+        temperature=p["temperature"],
+        top_p=p["top_p"],
+        seed=p["seed"],
+        stop_ids=p["stop_ids"],
+    )
+    return generate(handle, record["prompt_ids"], params_from_wire(wire)).generated_ids
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--profile", "ideal"],
+        ["--profile", "s-band", "--ber", "1e-4", "--seed", "3"],
+        ["--profile", "s-band", "--temperature", "0.7", "--top-p", "0.9", "--seed", "9"],
+    ],
+)
+def test_demo_json_matches_the_reference(
+    embedded_model: ModelHandle, xdg_cache_home: object, options: list[str]
+) -> None:
+    code, out, err = run_demo("--json", "--max-new-tokens", "24", *options, "Hi there")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["match"] is True
+    assert record["received_ids"] == record["generated_ids"]
+    assert tuple(record["generated_ids"]) == reference(embedded_model, record)
+    assert len(record["generated_ids"]) == 24 or record["finish_reason"] == "stop"
+    assert record["prompt_ids"] == embedded_model.tokenizer.encode_prompt("Hi there")
+    assert record["uplink_bits"] > 0
+    assert record["frames_received"] > 0
+    assert 0 < record["time_to_first_token_s"] <= record["total_s"]
+    if "--ber" in options:
+        assert record["rs_symbols_corrected"] > 0
+        assert record["channels"]["downlink"]["bits_flipped"] > 0
+
+
+def test_demo_streams_text_live_without_json(xdg_cache_home: object) -> None:
+    code, out, err = run_demo("--profile", "ideal", "--max-new-tokens", "8", "Hi")
+    assert code == 0, err
+    assert out.endswith(b"\n") and len(out) > 1
+    assert "8 ids" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ber", "2"], "not a probability"),
+        (["--drop", "-0.1"], "not a probability"),
+        (["--outage", "10"], "START:SECONDS"),
+        (["--outage", "x:y"], "START:SECONDS"),
+        (["--outage", "5:0"], "SECONDS > 0"),
+        (["--profile", "mars"], "invalid choice"),
+        (["--max-new-tokens", "many"], "invalid int"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run_demo(*argv)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "0"], "--timeout 0.0 must be a positive"),
+        (["--temperature", "0.0001"], "temperature"),
+        (["--max-new-tokens", "0"], "max_new_tokens"),
+        (["--model", "/nonexistent/checkpoint"], "/nonexistent/checkpoint"),
+    ],
+)
+def test_impossible_requests_exit_1_with_a_message(argv: list[str], message: str) -> None:
+    code, out, err = run_demo(*argv)
+    assert code == 1
+    assert out == b""
+    assert err.startswith("linkstack: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_the_console_script_runs_the_demo(tmp_path: object) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "linkstack.cli.main", "demo", "--json", "--max-new-tokens", "6"],
+        capture_output=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    record = json.loads(done.stdout)
+    assert record["match"] is True and len(record["received_ids"]) == 6

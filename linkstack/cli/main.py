@@ -37,7 +37,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from linkstack.cli import cadu, capture, cltu, demo
+    from linkstack.cli import cadu, capture, cltu, demo, keys
 
     parser = argparse.ArgumentParser(
         prog="linkstack", description="CCSDS space-link stack for LLM inference in orbit."
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     cadu.register(commands)
     cltu.register(commands)
     capture.register(commands)
+    keys.register(commands)
     return parser
 
 

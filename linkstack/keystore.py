@@ -1,0 +1,447 @@
+"""Key files and IV-counter persistence for SDLS: the only file I/O of the security layer.
+
+Key file (JSON, UTF-8, mode 0600, written atomically)::
+
+    {
+      "format": "linkstack-sdls-keys",
+      "version": 1,
+      "keys": [
+        {"key_id": 0,   "state": "ACTIVE", "key": "<64 hex digits>"},   # master key (< 128)
+        {"key_id": 128, "state": "ACTIVE", "key": "<64 hex digits>"}    # session keys
+      ],
+      "security_associations": [
+        {"spi": 1, "link": "TC", "vcids": [0],
+         "service_type": "SA_AUTHENTICATED_ENCRYPTION", "key_id": 128,
+         "iv_length": 12, "sn_length": 0, "pad_length_length": 0, "mac_length": 16,
+         "arsn_window": 64, "max_arsn_jump": null, "abm": null, "replaces": null}
+      ]
+    }
+
+``state`` is a :class:`~linkstack.sdls.KeyState` name; a DESTROYED key has ``"key": null``.
+``abm`` is hex or null (the Yamcs standard mask).  Unknown SA fields are refused.
+
+Counter file (JSON, mode 0600, written atomically and fsync'ed before any counter
+value inside a new reservation is used)::
+
+    {
+      "format": "linkstack-sdls-counters",
+      "version": 1,
+      "tx": {"spi-1": 1025, "mkid-0": 17},   # first value NOT reserved, per sending counter
+      "rx": {"2": 4711},                      # highest ARSN accepted, per receiving SPI
+      "otar_rx": {"0": 16}                    # highest OTAR IV accepted, per master key
+    }
+
+The reservation rule: before a counter hands out a value from a new block, the file
+holds ``tx[label] >= value + 1``; after a crash the counter resumes at ``tx[label]``,
+skipping the unused rest of the block.  See :class:`CounterStore`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from linkstack.errors import LocalProtocolError
+from linkstack.sdls import (
+    KeyManager,
+    KeyMaterial,
+    KeyRing,
+    KeyState,
+    Link,
+    SaTable,
+    SecurityAssociation,
+    ServiceType,
+    TxCounter,
+    master_counter_label,
+)
+
+KEY_FILE_FORMAT: Final = "linkstack-sdls-keys"
+COUNTER_FILE_FORMAT: Final = "linkstack-sdls-counters"
+FORMAT_VERSION: Final = 1
+FILE_MODE: Final = 0o600
+#: Counter values reserved per write; a crash loses at most this many IVs.
+DEFAULT_BLOCK: Final = 1024
+
+#: Defaults of :func:`generate_key_file`: TC VC 0 (spacecraft receives) and TM VCs 0-7.
+DEFAULT_MASTER_KEY_ID: Final = 0
+DEFAULT_TC_KEY_ID: Final = 128
+DEFAULT_TM_KEY_ID: Final = 129
+DEFAULT_TC_SPI: Final = 1
+DEFAULT_TM_SPI: Final = 2
+
+_SA_FIELDS: Final = frozenset(
+    {
+        "spi",
+        "link",
+        "vcids",
+        "service_type",
+        "key_id",
+        "iv_length",
+        "sn_length",
+        "pad_length_length",
+        "mac_length",
+        "arsn_window",
+        "max_arsn_jump",
+        "abm",
+        "replaces",
+    }
+)
+
+
+class KeyFileError(LocalProtocolError):
+    """A key or counter file cannot be used; the message names the path, never a key."""
+
+
+class InsecureKeyFile(KeyFileError):
+    """Group or others may access the key file."""
+
+
+class KeyFileExists(KeyFileError):
+    """Refused to overwrite an existing file."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """What a key file holds."""
+
+    keys: KeyRing
+    sas: tuple[SecurityAssociation, ...]
+
+    def sa_table(self, **options: Any) -> SaTable:
+        return SaTable(self.sas, self.keys, **options)
+
+
+# -- atomic writing ------------------------------------------------------------------------
+
+
+def _write_atomically(path: Path, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to ``path`` (mode 0600) so that readers see old or new, never half."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have narrowed nothing, but be sure
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists: no check-then-write race
+            except FileExistsError:
+                raise KeyFileExists(f"{path} exists; refusing to overwrite it") from None
+            os.unlink(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_private(path: Path, what: str) -> Any:
+    """Read a JSON file only if group and others have no access to it."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise KeyFileError(f"cannot open {what} {path}: {exc.strerror}") from None
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            raise InsecureKeyFile(
+                f"{what} {path} has mode {mode:04o}; group/others must have no access"
+                f" (chmod 600 {path})"
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # The message of a JSON error may quote the document: give the position only.
+        position = getattr(exc, "pos", getattr(exc, "start", "?"))
+        raise KeyFileError(f"{what} {path} is not valid JSON (at octet {position})") from None
+
+
+# -- key files -----------------------------------------------------------------------------
+
+
+def _sa_to_json(sa: SecurityAssociation) -> dict[str, Any]:
+    return {
+        "spi": sa.spi,
+        "link": sa.link.name,
+        "vcids": sorted(sa.vcids),
+        "service_type": sa.service_type.name,
+        "key_id": sa.key_id,
+        "iv_length": sa.iv_length,
+        "sn_length": sa.sn_length,
+        "pad_length_length": sa.pad_length_length,
+        "mac_length": sa.mac_length,
+        "arsn_window": sa.arsn_window,
+        "max_arsn_jump": sa.max_arsn_jump,
+        "abm": sa.abm.hex() if sa.abm is not None else None,
+        "replaces": sa.replaces,
+    }
+
+
+def key_file_text(keys: KeyRing, sas: Iterable[SecurityAssociation]) -> str:
+    """The JSON document for ``keys`` and ``sas`` (holds key material: keep it private)."""
+    entries = []
+    for key_id in keys.ids():
+        material = keys.material(key_id)
+        entries.append(
+            {
+                "key_id": key_id,
+                "state": keys.state(key_id).name,
+                "key": material.secret_octets().hex() if material is not None else None,
+            }
+        )
+    document = {
+        "format": KEY_FILE_FORMAT,
+        "version": FORMAT_VERSION,
+        "keys": entries,
+        "security_associations": [_sa_to_json(sa) for sa in sas],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def write_key_file(
+    path: Path | str, keys: KeyRing, sas: Iterable[SecurityAssociation], *, overwrite: bool = False
+) -> None:
+    """Write a key file atomically with mode 0600."""
+    sas = tuple(sas)
+    SaTable(sas, keys)  # refuse an inconsistent set before it reaches the disk
+    _write_atomically(Path(path), key_file_text(keys, sas), overwrite=overwrite)
+
+
+def default_security_associations() -> tuple[SecurityAssociation, ...]:
+    """TC VC 0 under key 128 (SPI 1), TM VCs 0-7 under key 129 (SPI 2)."""
+    return (
+        SecurityAssociation(
+            spi=DEFAULT_TC_SPI, link=Link.TC, vcids=frozenset({0}), key_id=DEFAULT_TC_KEY_ID
+        ),
+        SecurityAssociation(
+            spi=DEFAULT_TM_SPI, link=Link.TM, vcids=frozenset(range(8)), key_id=DEFAULT_TM_KEY_ID
+        ),
+    )
+
+
+def generate_key_file(
+    path: Path | str,
+    *,
+    overwrite: bool = False,
+    random_octets: Callable[[int], bytes] = os.urandom,
+) -> KeyFile:
+    """A new key file: master key 0 and session keys 128 (TC) and 129 (TM), all ACTIVE."""
+    keys = KeyRing(
+        (key_id, KeyMaterial(random_octets(32)), KeyState.ACTIVE)
+        for key_id in (DEFAULT_MASTER_KEY_ID, DEFAULT_TC_KEY_ID, DEFAULT_TM_KEY_ID)
+    )
+    sas = default_security_associations()
+    write_key_file(path, keys, sas, overwrite=overwrite)
+    return KeyFile(keys, sas)
+
+
+def _field(entry: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = entry.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise KeyFileError(f"{where}: field {name!r} missing or not {kind.__name__}")
+    return value
+
+
+def load_key_file(path: Path | str) -> KeyFile:
+    """Read a key file; refuses one that group or others can access."""
+    path = Path(path)
+    document = _read_private(path, "key file")
+    if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
+        raise KeyFileError(f"key file {path}: 'format' is not {KEY_FILE_FORMAT!r}")
+    if document.get("version") != FORMAT_VERSION:
+        raise KeyFileError(f"key file {path}: version {document.get('version')!r} unsupported")
+    keys = KeyRing()
+    raw_keys = document.get("keys")
+    if not isinstance(raw_keys, list):
+        raise KeyFileError(f"key file {path}: 'keys' is not a list")
+    for index, entry in enumerate(raw_keys):
+        where = f"key file {path}, keys[{index}]"
+        if not isinstance(entry, dict):
+            raise KeyFileError(f"{where}: not an object")
+        key_id = _field(entry, "key_id", int, where)
+        state_name = _field(entry, "state", str, where)
+        try:
+            state = KeyState[state_name]
+        except KeyError:
+            raise KeyFileError(f"{where}: state {state_name!r} unknown") from None
+        hex_key = entry.get("key")
+        try:
+            octets = bytes.fromhex(hex_key) if isinstance(hex_key, str) else None
+        except ValueError:
+            octets = None
+        if octets is None or len(octets) != 32:
+            if state == KeyState.DESTROYED and hex_key is None:
+                octets = bytes(32)
+            else:
+                raise KeyFileError(f"{where} (key {key_id}): 'key' is not 64 hex digits")
+        try:
+            keys.add(key_id, KeyMaterial(octets), state)
+        except LocalProtocolError as exc:
+            raise KeyFileError(f"{where}: {exc}") from None
+    raw_sas = document.get("security_associations")
+    if not isinstance(raw_sas, list):
+        raise KeyFileError(f"key file {path}: 'security_associations' is not a list")
+    sas = []
+    for index, entry in enumerate(raw_sas):
+        where = f"key file {path}, security_associations[{index}]"
+        if not isinstance(entry, dict):
+            raise KeyFileError(f"{where}: not an object")
+        unknown = set(entry) - _SA_FIELDS
+        if unknown:
+            raise KeyFileError(f"{where}: unknown fields {sorted(unknown)}")
+        try:
+            options = dict(entry)
+            options["link"] = Link[_field(entry, "link", str, where)]
+            options["service_type"] = ServiceType[_field(entry, "service_type", str, where)]
+            options["vcids"] = frozenset(_field(entry, "vcids", list, where))
+            abm = entry.get("abm")
+            options["abm"] = bytes.fromhex(abm) if isinstance(abm, str) else None
+            sas.append(SecurityAssociation(**options))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KeyFileError(f"{where}: {type(exc).__name__} {exc}") from None
+        except LocalProtocolError as exc:
+            raise KeyFileError(f"{where}: {exc}") from None
+    try:
+        SaTable(sas, keys)
+    except LocalProtocolError as exc:
+        raise KeyFileError(f"key file {path}: {exc}") from None
+    return KeyFile(keys, tuple(sas))
+
+
+# -- counter persistence --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CounterRecord:
+    """The counter file's content."""
+
+    tx: dict[str, int] = field(default_factory=dict)
+    rx: dict[int, int] = field(default_factory=dict)
+    otar_rx: dict[int, int] = field(default_factory=dict)
+
+
+class CounterStore:
+    """The counter file of one end: sending reservations and receiving windows.
+
+    Usage on the sending side, once per frame::
+
+        store.ensure(counter)            # persists a new block when none is left
+        frame = sdls.protect_tm(..., counter=counter, ...)
+
+    ``ensure`` writes and fsyncs the new mark before confirming it to the counter, so
+    a crash at any point never reuses an IV.
+    """
+
+    def __init__(self, path: Path | str, *, block: int = DEFAULT_BLOCK) -> None:
+        if block < 1:
+            raise LocalProtocolError(f"reservation block {block} < 1")
+        self.path = Path(path)
+        self.block = block
+        self.record = self._load() if self.path.exists() else CounterRecord()
+
+    def _load(self) -> CounterRecord:
+        document = _read_private(self.path, "counter file")
+        if not isinstance(document, dict) or document.get("format") != COUNTER_FILE_FORMAT:
+            raise KeyFileError(f"counter file {self.path}: 'format' is not {COUNTER_FILE_FORMAT!r}")
+        try:
+            return CounterRecord(
+                tx={str(k): int(v) for k, v in document.get("tx", {}).items()},
+                rx={int(k): int(v) for k, v in document.get("rx", {}).items()},
+                otar_rx={int(k): int(v) for k, v in document.get("otar_rx", {}).items()},
+            )
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise KeyFileError(f"counter file {self.path}: {type(exc).__name__} {exc}") from None
+
+    def save(self) -> None:
+        document = {
+            "format": COUNTER_FILE_FORMAT,
+            "version": FORMAT_VERSION,
+            "tx": dict(sorted(self.record.tx.items())),
+            "rx": {str(k): v for k, v in sorted(self.record.rx.items())},
+            "otar_rx": {str(k): v for k, v in sorted(self.record.otar_rx.items())},
+        }
+        _write_atomically(self.path, json.dumps(document, indent=2) + "\n", overwrite=True)
+
+    def counter(self, sa: SecurityAssociation) -> TxCounter:
+        """The sending counter of ``sa``, resumed at its persisted mark (1 when new)."""
+        counter = TxCounter.for_sa(sa, next_value=1)
+        return TxCounter(counter.label, limit=counter.limit, next_value=self._resume(counter))
+
+    def master_counter(self, master_key_id: int) -> TxCounter:
+        """The OTAR IV counter of a master key, resumed at its persisted mark."""
+        label = master_counter_label(master_key_id)
+        draft = TxCounter(label, limit=(1 << 96) - 1)
+        return TxCounter(label, limit=draft.limit, next_value=self._resume(draft))
+
+    def _resume(self, counter: TxCounter) -> int:
+        mark = self.record.tx.get(counter.label, 1)
+        if not 1 <= mark <= counter.limit + 1:
+            raise KeyFileError(
+                f"counter file {self.path}: {counter.label} = {mark} outside 1..{counter.limit + 1}"
+            )
+        return mark
+
+    def reserve(self, counter: TxCounter, block: int | None = None) -> int:
+        """Persist a new block for ``counter``, then confirm it; returns the new mark."""
+        mark = counter.plan_reservation(block or self.block)
+        self.record.tx[counter.label] = mark
+        self.save()
+        counter.confirm_reservation(mark)
+        return mark
+
+    def ensure(self, counter: TxCounter) -> None:
+        """Reserve a block when ``counter`` has no reserved value left."""
+        if counter.remaining_reserved <= 0:
+            self.reserve(counter)
+
+    def save_receive_state(self, table: SaTable, manager: KeyManager | None = None) -> None:
+        """Persist the receive windows (and OTAR IVs) so a restart accepts no replay."""
+        self.record.rx.update(table.replay_state())
+        if manager is not None:
+            self.record.otar_rx.update(manager.otar_state())
+        self.save()
+
+
+def save_keys(path: Path | str, key_file: KeyFile) -> None:
+    """Rewrite a key file after key management changed the ring (OTAR, activation...)."""
+    write_key_file(path, key_file.keys, key_file.sas, overwrite=True)
+
+
+__all__ = [
+    "COUNTER_FILE_FORMAT",
+    "DEFAULT_BLOCK",
+    "KEY_FILE_FORMAT",
+    "CounterRecord",
+    "CounterStore",
+    "InsecureKeyFile",
+    "KeyFile",
+    "KeyFileError",
+    "KeyFileExists",
+    "default_security_associations",
+    "generate_key_file",
+    "key_file_text",
+    "load_key_file",
+    "save_keys",
+    "write_key_file",
+]

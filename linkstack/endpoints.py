@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from linkstack.clcw import Clcw
@@ -128,6 +129,10 @@ class LinkCounters:
 
 Event = MessageReceived | Dropped | FramesLost
 
+#: Called with every whole Space Packet an endpoint sends or receives, and ``now``
+#: (None where the caller gave no time); captures record the decoded packets with it.
+PacketTap = Callable[[bytes, float | None], None]
+
 
 class _Endpoint:
     """What both ends share: the event queue, drop counting and message parsing."""
@@ -137,6 +142,8 @@ class _Endpoint:
         self.counters = LinkCounters()
         self.drops = DropCounter()
         self._events: deque[Event] = deque()
+        #: Optional observer of every Space Packet sent or received whole.
+        self.packet_tap: PacketTap | None = None
 
     def next_event(self) -> Event | None:
         """The oldest pending event, or None."""
@@ -147,7 +154,12 @@ class _Endpoint:
         self.counters.dropped += 1
         self._events.append(self.drops.count(event))
 
+    def _tap(self, packet: bytes, now: float | None) -> None:
+        if self.packet_tap is not None:
+            self.packet_tap(packet, now)
+
     def _receive_packet(self, raw: bytes, now: float) -> None:
+        self._tap(raw, now)
         try:
             packet = SpacePacket.from_bytes(raw)
             message = decode_message(packet.apid, packet.data)
@@ -173,10 +185,11 @@ class GroundEndpoint(_Endpoint):
         #: The last CLCW heard in a TM frame's OCF (None until one arrives).
         self.last_clcw: Clcw | None = None
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message, now: float | None = None) -> None:
         """Queue ``message`` for the uplink: one CLTU per TC frame it needs."""
         apid, data = encode_message(message)
         packet = self._sequencer.packet(apid, data).to_bytes()
+        self._tap(packet, now)
         for unit in packet_processing([packet], config=self._tc, map_id=self.config.map_id):
             frame = unit.to_frame(self._tc, bypass=BypassFlag.TYPE_B, sequence_number=0)
             cltu = encode_cltu(frame.to_bytes(), randomize=self.config.tc_randomize)
@@ -297,10 +310,11 @@ class SpacecraftEndpoint(_Endpoint):
 
     # -- downlink ----------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message, now: float | None = None) -> None:
         """Queue ``message`` for the downlink on its APID."""
         apid, data = encode_message(message)
         packet = self._sequencer.packet(apid, data).to_bytes()
+        self._tap(packet, now)
         self._multiplexer.queue_packet(self.config.tm_vcid, packet)
 
     @property

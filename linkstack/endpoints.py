@@ -8,15 +8,21 @@ now)`` in, ``next_event()`` and ``data_to_send()`` / ``next_cadu()`` out.
 Uplink (ground -> spacecraft)::
 
     message -> Space Packet (TC, APID) -> MAP packet processing (segment header)
-            -> TC Transfer Frame (Type-BD) -> CLTU (randomizer, BCH)
+            -> FOP-1 (Type-AD frames, N(S), retransmission) -> CLTU (randomizer, BCH)
+
+    and on board: CLTU decoder -> TC frame -> FARM-1 -> MAP reassembly -> packet
 
 Downlink (spacecraft -> ground)::
 
-    message -> Space Packet (TM, APID) -> TM VC packetizer -> master channel (OCF)
-            -> TM Transfer Frame -> R-S codeblock -> randomizer -> ASM (CADU)
+    message -> Space Packet (TM, APID) -> TM VC packetizer -> master channel
+            (OCF = FARM-1's CLCW) -> TM Transfer Frame -> R-S codeblock -> randomizer
+            -> ASM (CADU)
 
-Not yet here: COP-1 (uplink frames go as Type-BD, expedited, until FOP-1/FARM-1
-arrive) and SDLS (frames are not protected).
+COP-1 (CCSDS 232.1-B-2) makes the uplink reliable: every message goes up in Type-AD
+frames unless sent ``expedited`` (Type-BD); the ground initiates the AD service with
+Set V(R) on its first message, so a spacecraft that outlived an earlier ground
+session is resynchronized rather than locked out.  After an alert (transmission
+limit, T1) the FOP-1 is initiated again the same way.
 """
 
 from __future__ import annotations
@@ -27,12 +33,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from linkstack.clcw import Clcw
+from linkstack.cop1 import (
+    Alert,
+    FarmConfig,
+    FarmEngine,
+    FopConfig,
+    FopEngine,
+    FopState,
+    TimeoutType,
+)
 from linkstack.errors import DropCounter, Dropped, Layer, RemoteProtocolError
 from linkstack.inference_protocol import Apid, Message, decode_message, encode_message
 from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket
 from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 from linkstack.tc_frame import (
-    BypassFlag,
+    FrameType,
     TcFrame,
     TcReassembler,
     TcVcConfig,
@@ -77,6 +92,13 @@ class LinkConfig:
     tm_vcid: int = 0
     #: TM synchronization and channel coding; its frame length is the TM frame length.
     tm_coding: TmCodingConfig = field(default_factory=TmCodingConfig)
+    #: FOP-1 sliding window K and FARM-1 window W (232.1-B-2 5.1.12, 6.1.8.2): K <= W/2.
+    fop_window: int = 10
+    farm_window: int = 20
+    #: FOP-1 T1_Initial (5.1.9): longer than a round trip plus the CLCW report delay.
+    fop_t1: float = 2.0
+    #: FOP-1 Transmission_Limit (5.1.10).
+    fop_transmission_limit: int = 10
 
     @property
     def tc(self) -> TcVcConfig:
@@ -90,6 +112,20 @@ class LinkConfig:
     @property
     def tm(self) -> TmChannelConfig:
         return TmChannelConfig(scid=self.scid, frame_length=self.tm_coding.frame_octets)
+
+    @property
+    def fop(self) -> FopConfig:
+        return FopConfig(
+            tc=self.tc,
+            window_width=self.fop_window,
+            t1_initial=self.fop_t1,
+            transmission_limit=self.fop_transmission_limit,
+            timeout_type=TimeoutType.ALERT,
+        )
+
+    @property
+    def farm(self) -> FarmConfig:
+        return FarmConfig(tc=self.tc, window_width=self.farm_window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +144,12 @@ class LinkCounters:
     # uplink
     cltus_sent: int = 0
     tc_frames_sent: int = 0
+    tc_frames_retransmitted: int = 0
     uplink_octets: int = 0
+    cop1_alerts: int = 0
     cltus_received: int = 0
     tc_frames_received: int = 0
+    tc_frames_rejected: int = 0
     tc_corrected_bits: int = 0
     # downlink
     cadus_sent: int = 0
@@ -127,7 +166,7 @@ class LinkCounters:
     dropped: int = 0
 
 
-Event = MessageReceived | Dropped | FramesLost
+Event = MessageReceived | Dropped | FramesLost | Alert
 
 #: Called with every whole Space Packet an endpoint sends or receives, and ``now``
 #: (None where the caller gave no time); captures record the decoded packets with it.
@@ -181,17 +220,55 @@ class GroundEndpoint(_Endpoint):
         self._sequencer = PacketSequencer(packet_type=PacketType.TC)
         self._synchronizer = CaduSynchronizer(config.tm_coding)
         self._depacketizer = TmDepacketizer(config.tm)
+        #: FOP-1 of the TC virtual channel (CCSDS 232.1-B-2 section 5).
+        self.fop = FopEngine(config.fop)
         self._outgoing: deque[bytes] = deque()
         #: The last CLCW heard in a TM frame's OCF (None until one arrives).
         self.last_clcw: Clcw | None = None
 
-    def send(self, message: Message, now: float | None = None) -> None:
-        """Queue ``message`` for the uplink: one CLTU per TC frame it needs."""
+    def send(self, message: Message, now: float, *, expedited: bool = False) -> None:
+        """Queue ``message`` for the uplink.
+
+        Sequence-controlled (Type-AD, FOP-1 retransmits until the FARM-1 acknowledges)
+        unless ``expedited`` (Type-BD, sent once).
+        """
         apid, data = encode_message(message)
         packet = self._sequencer.packet(apid, data).to_bytes()
         self._tap(packet, now)
+        if not expedited and self.fop.state is FopState.S6:
+            # Resynchronize the FARM-1 whatever an earlier session left it at.
+            self.fop.initiate_ad_with_set_vr(0, now)
         for unit in packet_processing([packet], config=self._tc, map_id=self.config.map_id):
-            frame = unit.to_frame(self._tc, bypass=BypassFlag.TYPE_B, sequence_number=0)
+            if expedited:
+                self.fop.send_bd(unit.data, now, segment_header=unit.segment_header)
+            else:
+                self.fop.send_ad(unit.data, now, segment_header=unit.segment_header)
+        self._flush_fop(now)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must be called next (FOP-1 T1), or None."""
+        return self.fop.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the timers that are due (FOP-1 T1 retransmission)."""
+        timer = self.fop.get_timer()
+        if timer is not None and now >= timer:
+            self.fop.handle_timer(now)
+            self._flush_fop(now)
+
+    def _flush_fop(self, now: float) -> None:
+        while (notification := self.fop.next_event()) is not None:
+            if isinstance(notification, Alert):
+                logger.warning("COP-1 alert %s in %s", notification.code.name, notification.state)
+                self.counters.cop1_alerts += 1
+                self._events.append(notification)
+        if self.fop.state is FopState.S6 and self.fop.backlog_length:
+            self.fop.initiate_ad_with_set_vr(self.fop.vs, now)
+        retransmitted = (
+            self.fop.counters["ad-retransmitted"] + self.fop.counters["bc-retransmitted"]
+        )
+        self.counters.tc_frames_retransmitted = retransmitted
+        for frame in self.fop.frames_to_send():
             cltu = encode_cltu(frame.to_bytes(), randomize=self.config.tc_randomize)
             self.counters.tc_frames_sent += 1
             self.counters.cltus_sent += 1
@@ -249,6 +326,11 @@ class GroundEndpoint(_Endpoint):
             self.last_clcw = Clcw.from_int(ocf)
         except RemoteProtocolError as exc:
             self._drop(Dropped.from_error(exc, at=now))
+            return
+        dropped = self.fop.receive_clcw(self.last_clcw, now)
+        if dropped is not None:
+            self._drop(dropped)
+        self._flush_fop(now)
 
 
 class SpacecraftEndpoint(_Endpoint):
@@ -261,9 +343,10 @@ class SpacecraftEndpoint(_Endpoint):
         self._decoder = CltuDecoder(DecoderMode.CORRECT, randomize=config.tc_randomize)
         self._reassembler = TcReassembler(deblock_packets=True)
         self._multiplexer = TmMultiplexer(config.tm, vcids=(config.tm_vcid,))
-        #: The CLCW reported in every TM frame's OCF (COP-1 fills it in; until then
-        #: it reports VC ``tc_vcid`` with FARM-1 idle).
-        self.clcw = Clcw(vcid=config.tc_vcid, report_value=0)
+        #: FARM-1 of the TC virtual channel (CCSDS 232.1-B-2 section 6); its CLCW goes
+        #: down in the OCF of every TM frame, idle frames included.
+        self.farm = FarmEngine(config.farm)
+        self._reported_clcw = self.farm.clcw()
 
     # -- uplink ------------------------------------------------------------------------
 
@@ -301,7 +384,16 @@ class SpacecraftEndpoint(_Endpoint):
             self._drop(Dropped.from_error(exc, octets=len(data), at=now))
             return
         self.counters.tc_frames_received += 1
+        if frame.vcid != self._tc.vcid:
+            return
+        result = self.farm.receive_frame(frame)
+        if not result.accepted:
+            self.counters.tc_frames_rejected += int(result.discarded is not None)
+            return
         self._reassembler.receive_frame(frame, now=now)
+        if frame.frame_type is FrameType.AD:
+            # The packet went straight to the application: the buffer is free again.
+            self.farm.buffer_released()
         while (event := self._reassembler.next_event()) is not None:
             if isinstance(event, UnitReceived):
                 self._receive_packet(event.data, now)
@@ -322,12 +414,24 @@ class SpacecraftEndpoint(_Endpoint):
         """Octets of packets waiting for a TM frame."""
         return self._multiplexer.pending_octets
 
+    @property
+    def clcw(self) -> Clcw:
+        """The CLCW FARM-1 reports now."""
+        return self.farm.clcw()
+
+    @property
+    def clcw_changed(self) -> bool:
+        """FARM-1's report changed since the last frame went down: send one soon, so
+        that FOP-1 hears the acknowledgement without waiting for an idle frame."""
+        return self.farm.clcw() != self._reported_clcw
+
     def next_cadu(self) -> bytes:
         """The next CADU of the constant-rate downlink: data if any waits, else idle.
 
         Every frame, idle (OID) frames included, carries the CLCW in its OCF.
         """
-        frame = self._multiplexer.next_frame(ocf=self.clcw.to_int())
+        self._reported_clcw = self.farm.clcw()
+        frame = self._multiplexer.next_frame(ocf=self._reported_clcw.to_int())
         if frame.is_idle:
             self.counters.idle_frames_sent += 1
         cadu = encode_cadu(frame.to_bytes(), self.config.tm_coding)

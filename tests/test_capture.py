@@ -104,7 +104,7 @@ def make_session(config: LinkConfig | None = None, cadus: int = 4) -> Session:
     request = PromptRequest(
         request_id=7, params=GenerationParams(max_new_tokens=16), prompt_ids=(1, 2, 3, 4)
     )
-    ground.send(request)
+    ground.send(request, t, expedited=True)  # Type-BD: no COP-1 handshake needed
     packet(Direction.UPLINK, request, t)
     for cltu in ground.data_to_send():
         writer.record_uplink(cltu, t, comment="prompt")

@@ -27,6 +27,7 @@ limit, T1) the FOP-1 is initiated again the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -42,8 +43,15 @@ from linkstack.cop1 import (
     FopState,
     TimeoutType,
 )
-from linkstack.errors import DropCounter, Dropped, Layer, RemoteProtocolError
+from linkstack.errors import (
+    DropCounter,
+    Dropped,
+    Layer,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from linkstack.inference_protocol import Apid, Message, decode_message, encode_message
+from linkstack.sdls import Link, LinkSecurity
 from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket
 from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 from linkstack.tc_frame import (
@@ -69,6 +77,7 @@ from linkstack.tm_frame import (
     PacketReceived,
     TmChannelConfig,
     TmDepacketizer,
+    TmFrame,
     TmMultiplexer,
 )
 
@@ -168,6 +177,32 @@ class LinkCounters:
 
 Event = MessageReceived | Dropped | FramesLost | Alert
 
+
+def _peer_overhead(security: LinkSecurity | None, link: Link, vcid: int) -> int:
+    """Octets the peer's SA for ``link``/``vcid`` adds to each frame (0 in the clear)."""
+    if security is None:
+        return 0
+    overheads = {sa.overhead for sa in security.table if sa.link == link and vcid in sa.vcids}
+    if len(overheads) > 1:
+        raise LocalProtocolError(
+            f"{link.name} VC {vcid}: SAs of different overheads {sorted(overheads)}; the frame"
+            " layout must not change with the SA"
+        )
+    return overheads.pop() if overheads else 0
+
+
+def _plain_tc(config: LinkConfig, overhead: int) -> TcVcConfig:
+    """The TC VC as FOP-1 and segmentation see it: frames shorter by the SDLS overhead."""
+    tc = config.tc
+    return dataclasses.replace(tc, max_frame_length=tc.max_frame_length - overhead)
+
+
+def _plain_tm(config: LinkConfig, overhead: int) -> TmChannelConfig:
+    """The TM channel as the packetizer sees it: data field shorter by the SDLS overhead."""
+    tm = config.tm
+    return dataclasses.replace(tm, frame_length=tm.frame_length - overhead)
+
+
 #: Called with every whole Space Packet an endpoint sends or receives, and ``now``
 #: (None where the caller gave no time); captures record the decoded packets with it.
 PacketTap = Callable[[bytes, float | None], None]
@@ -214,14 +249,18 @@ class _Endpoint:
 class GroundEndpoint(_Endpoint):
     """Ground side: sends messages as CLTUs, receives a CADU byte stream."""
 
-    def __init__(self, config: LinkConfig) -> None:
+    def __init__(self, config: LinkConfig, security: LinkSecurity | None = None) -> None:
         super().__init__(config)
-        self._tc = config.tc
+        #: SDLS (CCSDS 355.0-B-2): None sends and accepts frames in the clear.
+        self.security = security
+        self._tc = _plain_tc(config, 0 if security is None else security.overhead)
         self._sequencer = PacketSequencer(packet_type=PacketType.TC)
         self._synchronizer = CaduSynchronizer(config.tm_coding)
-        self._depacketizer = TmDepacketizer(config.tm)
+        self._depacketizer = TmDepacketizer(
+            _plain_tm(config, _peer_overhead(security, Link.TM, config.tm_vcid))
+        )
         #: FOP-1 of the TC virtual channel (CCSDS 232.1-B-2 section 5).
-        self.fop = FopEngine(config.fop)
+        self.fop = FopEngine(dataclasses.replace(config.fop, tc=self._tc))
         self._outgoing: deque[bytes] = deque()
         #: The last CLCW heard in a TM frame's OCF (None until one arrives).
         self.last_clcw: Clcw | None = None
@@ -268,7 +307,12 @@ class GroundEndpoint(_Endpoint):
             self.fop.counters["ad-retransmitted"] + self.fop.counters["bc-retransmitted"]
         )
         self.counters.tc_frames_retransmitted = retransmitted
-        for frame in self.fop.frames_to_send():
+        for plain in self.fop.frames_to_send():
+            # Every transmission gets a fresh IV and sequence number: a FOP-1
+            # retransmission re-sent as stored would be refused as a replay.
+            frame = (
+                plain if self.security is None else self.security.protect_tc(plain, self.config.tc)
+            )
             cltu = encode_cltu(frame.to_bytes(), randomize=self.config.tc_randomize)
             self.counters.tc_frames_sent += 1
             self.counters.cltus_sent += 1
@@ -296,8 +340,7 @@ class GroundEndpoint(_Endpoint):
             if isinstance(event, FrameDecoded):
                 self.counters.frames_received += 1
                 self.counters.rs_corrected_symbols += sum(event.corrected)
-                self._depacketizer.receive_frame(event.frame)
-                self._drain_depacketizer(now)
+                self._receive_tm_frame(event.frame, now)
             elif isinstance(event, Dropped):
                 if event.reason == "uncorrectable":
                     self.counters.rs_uncorrectable += 1
@@ -306,6 +349,19 @@ class GroundEndpoint(_Endpoint):
                 self.counters.sync_losses += 1
             elif isinstance(event, SyncAcquired):
                 logger.debug("TM sync acquired at octet %d", event.offset)
+
+    def _receive_tm_frame(self, data: bytes, now: float) -> None:
+        if self.security is None:
+            self._depacketizer.receive_frame(data)
+        else:
+            try:
+                frame = self.security.unprotect_tm(TmFrame.from_bytes(data, config=self.config.tm))
+            except RemoteProtocolError as exc:
+                # Nothing of a frame that fails verification is used, its OCF included.
+                self._drop(Dropped.from_error(exc, octets=len(data), at=now))
+                return
+            self._depacketizer.receive_tm_frame(frame)
+        self._drain_depacketizer(now)
 
     def _drain_depacketizer(self, now: float) -> None:
         while (event := self._depacketizer.next_event()) is not None:
@@ -336,13 +392,18 @@ class GroundEndpoint(_Endpoint):
 class SpacecraftEndpoint(_Endpoint):
     """Spacecraft side: receives a CLTU byte stream, sends messages as CADUs."""
 
-    def __init__(self, config: LinkConfig) -> None:
+    def __init__(self, config: LinkConfig, security: LinkSecurity | None = None) -> None:
         super().__init__(config)
+        #: SDLS (CCSDS 355.0-B-2): None sends and accepts frames in the clear.
+        self.security = security
         self._tc = config.tc
         self._sequencer = PacketSequencer(packet_type=PacketType.TM)
         self._decoder = CltuDecoder(DecoderMode.CORRECT, randomize=config.tc_randomize)
         self._reassembler = TcReassembler(deblock_packets=True)
-        self._multiplexer = TmMultiplexer(config.tm, vcids=(config.tm_vcid,))
+        self._multiplexer = TmMultiplexer(
+            _plain_tm(config, 0 if security is None else security.overhead),
+            vcids=(config.tm_vcid,),
+        )
         #: FARM-1 of the TC virtual channel (CCSDS 232.1-B-2 section 6); its CLCW goes
         #: down in the OCF of every TM frame, idle frames included.
         self.farm = FarmEngine(config.farm)
@@ -380,6 +441,8 @@ class SpacecraftEndpoint(_Endpoint):
                     f"frame length {length} but the CLTU held {len(data)} octets",
                 )
             frame = TcFrame.from_bytes(data[:length], config=self._tc)
+            if self.security is not None:
+                frame = self.security.unprotect_tc(frame)
         except RemoteProtocolError as exc:
             self._drop(Dropped.from_error(exc, octets=len(data), at=now))
             return
@@ -432,7 +495,10 @@ class SpacecraftEndpoint(_Endpoint):
         """
         self._reported_clcw = self.farm.clcw()
         frame = self._multiplexer.next_frame(ocf=self._reported_clcw.to_int())
-        if frame.is_idle:
+        idle = frame.is_idle
+        if self.security is not None:
+            frame = self.security.protect_tm(frame, self.config.tm)
+        if idle:
             self.counters.idle_frames_sent += 1
         cadu = encode_cadu(frame.to_bytes(), self.config.tm_coding)
         self.counters.cadus_sent += 1

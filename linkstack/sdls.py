@@ -61,7 +61,7 @@ from __future__ import annotations
 import hmac
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Final
@@ -1028,6 +1028,64 @@ def unprotect_tm(frame: TmFrame, table: SaTable) -> TmFrame:
     out = replace(frame, data=data)
     table._accept(sa, arsn)
     return out
+
+
+# -- one end of a protected link -----------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class LinkSecurity:
+    """SDLS at one end of a link: the SA it sends under and the SAs it accepts.
+
+    ``reserve`` is called with the sending counter before every protect; the
+    application persists a block of IVs there (``keystore.CounterStore.ensure``) so
+    that a restart never reuses one.  The endpoints call :meth:`protect_tc` /
+    :meth:`protect_tm` on every transmission (FOP-1 retransmissions included) and
+    :meth:`unprotect_tc` / :meth:`unprotect_tm` on every received frame.
+    """
+
+    table: SaTable
+    send_spi: int
+    counter: TxCounter
+    reserve: Callable[[TxCounter], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.send_spi not in self.table:
+            raise LocalProtocolError(f"send SPI {self.send_spi} is not in the SA table")
+
+    @property
+    def send_sa(self) -> SecurityAssociation:
+        return self.table[self.send_spi]
+
+    @property
+    def overhead(self) -> int:
+        """Octets the send SA adds to each frame (security header and trailer)."""
+        return self.send_sa.overhead
+
+    def _reserve(self) -> None:
+        if self.reserve is not None:
+            self.reserve(self.counter)
+
+    def protect_tc(self, frame: TcFrame, config: TcVcConfig) -> TcFrame:
+        """``frame`` protected, or itself when it is a COP-1 control frame."""
+        if is_plaintext_control(frame):
+            return frame
+        self._reserve()
+        return protect_tc(
+            frame, sa=self.send_sa, keys=self.table.keys, counter=self.counter, config=config
+        )
+
+    def protect_tm(self, frame: TmFrame, config: TmChannelConfig) -> TmFrame:
+        self._reserve()
+        return protect_tm(
+            frame, sa=self.send_sa, keys=self.table.keys, counter=self.counter, config=config
+        )
+
+    def unprotect_tc(self, frame: TcFrame) -> TcFrame:
+        return unprotect_tc(frame, self.table)
+
+    def unprotect_tm(self, frame: TmFrame) -> TmFrame:
+        return unprotect_tm(frame, self.table)
 
 
 # -- key management PDUs (355.1-B-1, in spirit) -----------------------------------------------

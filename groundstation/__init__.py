@@ -1,6 +1,8 @@
 """The ground station of linkstack: prompts up, token streams down, never torch.
 
 * :mod:`groundstation.assembler` - sans-I/O reassembly of one request's TokenChunks;
+* :mod:`groundstation.recovery` - sans-I/O recovery policy of one request
+  (ResendRequest, EndAck, lost ranges; docs/protocol.md §10);
 * :mod:`groundstation.station` - :class:`GroundStation`, the asyncio application
   over a :class:`~linkstack.endpoints.GroundEndpoint` and a link;
 * :mod:`groundstation.cli` - ``groundstation ask``.
@@ -13,7 +15,14 @@ from groundstation.assembler import (
     GapDetected,
     StreamComplete,
     TokenAssembler,
+    TokensLost,
     TokensReady,
+)
+from groundstation.recovery import (
+    RecoveryConfig,
+    RecoveryCounters,
+    RecoveryFailed,
+    StreamRecovery,
 )
 from groundstation.station import (
     Answer,
@@ -23,6 +32,7 @@ from groundstation.station import (
     RequestTimeoutError,
     SpacecraftError,
     StationCounters,
+    TokensLostError,
     Update,
 )
 
@@ -31,13 +41,19 @@ __all__ = [
     "AssemblerStats",
     "GapDetected",
     "GroundStation",
+    "RecoveryConfig",
+    "RecoveryCounters",
+    "RecoveryFailed",
     "RequestError",
     "RequestHandle",
     "RequestTimeoutError",
     "SpacecraftError",
     "StationCounters",
     "StreamComplete",
+    "StreamRecovery",
     "TokenAssembler",
+    "TokensLost",
+    "TokensLostError",
     "TokensReady",
     "Update",
 ]

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Most indices one TokenRange covers: its count is a u16 (docs/protocol.md §10.1).
 _MAX_RANGE_COUNT = 0xFFFF
+#: Placeholder of an index given up as lost (ids are 0..2**18-1, never negative).
+_LOST = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,16 @@ class GapDetected:
 
 
 @dataclass(frozen=True, slots=True)
+class TokensLost:
+    """Indices ``first_index .. first_index + count - 1`` will never arrive: delivery
+    went on past them (see :meth:`TokenAssembler.mark_lost`)."""
+
+    first_index: int
+    count: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class StreamComplete:
     """Every id below ``token_count`` has been delivered and the end is known."""
 
@@ -68,7 +80,7 @@ class StreamComplete:
     at: float
 
 
-AssemblerEvent = TokensReady | GapDetected | StreamComplete
+AssemblerEvent = TokensReady | GapDetected | TokensLost | StreamComplete
 
 
 @dataclass(slots=True)
@@ -95,6 +107,10 @@ class AssemblerStats:
     duplicate_ends: int = 0
     #: EndOfStream that contradicted an earlier one or ids already delivered.
     conflicting_ends: int = 0
+    #: Indices given up as lost (:meth:`TokenAssembler.mark_lost`).
+    ids_lost: int = 0
+    #: Ids that arrived after their index had been given up as lost (discarded).
+    ids_after_loss: int = 0
 
 
 class TokenAssembler:
@@ -116,12 +132,16 @@ class TokenAssembler:
         #: The EndOfStream once received.
         self.end: EndOfStream | None = None
         self._end_at: float | None = None
-        #: Every id delivered, in index order (index i is ``_delivered[i]``).
+        #: Every index below the delivery frontier: its id, or ``_LOST``.
+        self._by_index: list[int] = []
+        #: Every id delivered, in index order (lost indices left out).
         self._delivered: list[int] = []
-        #: ``now`` at which each delivered id arrived (index i is ``arrival_times[i]``).
+        #: ``now`` at which each delivered id arrived (aligned with ``_delivered``).
         self._arrivals: list[float] = []
-        #: Ids received past the delivery frontier: index -> (id, arrival time).
+        #: Ids received past the delivery frontier: index -> (id or ``_LOST``, time).
         self._held: dict[int, tuple[int, float]] = {}
+        #: Index ranges given up, in order.
+        self._lost: list[TokenRange] = []
         #: One past the highest index received so far.
         self._high_water = 0
         self._first_delivery_at: float | None = None
@@ -150,14 +170,17 @@ class TokenAssembler:
                 limit,
             )
             ids = ids[: max(0, limit - start)]
-        frontier = len(self._delivered)
+        frontier = len(self._by_index)
         new = 0
         for offset, token_id in enumerate(ids):
             index = start + offset
             held = self._held_id(index, frontier)
-            if held is None:
+            if held is None or (held == _LOST and index >= frontier):
+                # New, or it came after all before its loss was delivered: keep it.
                 self._held[index] = (token_id, now)
                 new += 1
+            elif held == _LOST:
+                stats.ids_after_loss += 1
             else:
                 stats.duplicate_ids += 1
                 if held != token_id:
@@ -190,14 +213,14 @@ class TokenAssembler:
                     self.end,
                 )
             return
-        if end.token_count < len(self._delivered):
+        if end.token_count < len(self._by_index):
             # The ids are out already; the stream ends where they end.
             self.stats.conflicting_ends += 1
             logger.warning(
                 "request %d: EndOfStream counts %d ids but %d were delivered",
                 self.request_id,
                 end.token_count,
-                len(self._delivered),
+                len(self._by_index),
             )
         self.end = end
         self._end_at = now
@@ -205,6 +228,25 @@ class TokenAssembler:
         for index in past:
             del self._held[index]
         self.stats.ids_past_end += len(past)
+        self._deliver(now)
+
+    def mark_lost(self, ranges: tuple[TokenRange, ...], now: float) -> None:
+        """Give up the indices of ``ranges`` not held: delivery goes on past them.
+
+        For when the spacecraft can no longer resend them (docs/protocol.md §10):
+        each run of lost indices becomes a :class:`TokensLost` event in its place in
+        the order of delivery, and the stream can no longer be ``complete``.
+        Indices already held or delivered, and indices past the end, are left alone.
+        """
+        frontier = len(self._by_index)
+        limit = self._index_limit()
+        for token_range in ranges:
+            stop = token_range.first_index + token_range.count
+            if limit is not None:
+                stop = min(stop, limit)
+            for index in range(max(frontier, token_range.first_index), stop):
+                if index not in self._held:
+                    self._held[index] = (_LOST, now)
         self._deliver(now)
 
     def next_event(self) -> AssemblerEvent | None:
@@ -247,8 +289,24 @@ class TokenAssembler:
 
     @property
     def complete(self) -> bool:
-        """The end is known and every index below ``token_count`` has been delivered."""
+        """The end is known and every index below ``token_count`` has been delivered
+        (none of them lost)."""
         return self.end is not None and len(self._delivered) >= self.end.token_count
+
+    @property
+    def high_water(self) -> int:
+        """One past the highest index received so far (0 before any id)."""
+        return self._high_water
+
+    @property
+    def frontier(self) -> int:
+        """The next index to deliver: every index below it is delivered or lost."""
+        return len(self._by_index)
+
+    @property
+    def lost_ranges(self) -> tuple[TokenRange, ...]:
+        """Index ranges given up as lost, in order."""
+        return tuple(self._lost)
 
     @property
     def completed_at(self) -> float | None:
@@ -271,7 +329,7 @@ class TokenAssembler:
         the highest index received; in order, each range at most 65535 long.
         """
         limit = self.end.token_count if self.end is not None else self._high_water
-        frontier = len(self._delivered)
+        frontier = len(self._by_index)
         ranges: list[TokenRange] = []
         cursor = frontier
         for index in sorted(self._held):
@@ -299,25 +357,46 @@ class TokenAssembler:
 
     def _held_id(self, index: int, frontier: int) -> int | None:
         if index < frontier:
-            return self._delivered[index]
+            return self._by_index[index]
         held = self._held.get(index)
         return None if held is None else held[0]
 
     def _deliver(self, now: float) -> None:
-        start = len(self._delivered)
         ready: list[int] = []
-        while (entry := self._held.pop(start + len(ready), None)) is not None:
-            ready.append(entry[0])
-            self._arrivals.append(entry[1])
-        if ready:
-            if self._first_delivery_at is None and start == 0:
-                self._first_delivery_at = now
-            self._delivered.extend(ready)
-            self.stats.ids_delivered += len(ready)
-            self._events.append(TokensReady(start, tuple(ready), now))
+        ready_from = len(self._by_index)
+        while (entry := self._held.pop(len(self._by_index), None)) is not None:
+            token_id, arrived = entry
+            if token_id != _LOST:
+                if not ready:
+                    ready_from = len(self._by_index)
+                ready.append(token_id)
+                self._arrivals.append(arrived)
+                self._by_index.append(token_id)
+                continue
+            self._flush_ready(ready_from, ready, now)
+            ready = []
+            lost_from = len(self._by_index)
+            self._by_index.append(_LOST)
+            while (more := self._held.get(len(self._by_index))) is not None and more[0] == _LOST:
+                del self._held[len(self._by_index)]
+                self._by_index.append(_LOST)
+            count = len(self._by_index) - lost_from
+            self.stats.ids_lost += count
+            self._lost.append(TokenRange(lost_from, count))
+            self._events.append(TokensLost(lost_from, count, now))
+        self._flush_ready(ready_from, ready, now)
         if self.complete and self._complete_at is None and self.end is not None:
             self._complete_at = now
             self._events.append(StreamComplete(self.end.token_count, self.end.finish_reason, now))
+
+    def _flush_ready(self, start: int, ready: list[int], now: float) -> None:
+        if not ready:
+            return
+        if self._first_delivery_at is None and start == 0:
+            self._first_delivery_at = now
+        self._delivered.extend(ready)
+        self.stats.ids_delivered += len(ready)
+        self._events.append(TokensReady(start, tuple(ready), now))
 
 
 def _split_range(first_index: int, count: int) -> list[TokenRange]:
@@ -333,5 +412,6 @@ __all__ = [
     "GapDetected",
     "StreamComplete",
     "TokenAssembler",
+    "TokensLost",
     "TokensReady",
 ]

@@ -13,7 +13,11 @@ and resolves the request's :class:`Answer` when its stream is whole.
     station.attach(link)
     answer = await station.ask(prompt_ids, params, on_update=show, timeout=60)
 
-Time is the event loop's clock (``loop.time()``), passed into the sans-I/O parts.
+Time is the event loop's clock (``loop.time()``), passed into the sans-I/O parts;
+one ``loop.call_at`` runs the timers they ask for: the FOP-1 T1 timer of the
+endpoint and the recovery timers of the requests in flight
+(:class:`~groundstation.recovery.StreamRecovery`: ResendRequests for what the
+downlink lost, an EndAck when an answer is whole, docs/protocol.md §10).
 Link-side trouble (bad frames, unknown request ids, contradictory streams) is
 counted and logged, never raised; caller misuse raises the typed errors of
 :mod:`linkstack.errors`.  Outcomes of a request that are nobody's bug (an
@@ -35,7 +39,14 @@ from groundstation.assembler import (
     AssemblerStats,
     StreamComplete,
     TokenAssembler,
+    TokensLost,
     TokensReady,
+)
+from groundstation.recovery import (
+    RecoveryConfig,
+    RecoveryCounters,
+    RecoveryFailed,
+    StreamRecovery,
 )
 from linkstack.aio import Link
 from linkstack.endpoints import GroundEndpoint, LinkConfig, LinkCounters, MessageReceived
@@ -53,6 +64,7 @@ from linkstack.inference_protocol import (
     TokenChunk,
     TokenRange,
 )
+from linkstack.tm_frame import FramesLost
 from linkstack.tokenizer import IncrementalDecoder, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -88,6 +100,25 @@ class SpacecraftError(RequestError):
         super().__init__(request_id, f"spacecraft error {name}" + (f": {detail}" if detail else ""))
 
 
+class TokensLostError(RequestError):
+    """Part of the answer can no longer be recovered (docs/protocol.md §10).
+
+    ``lost`` names the index ranges; when ``end_known`` is False the EndOfStream never
+    came and the last range runs to ``max_new_tokens`` (an upper bound).
+    """
+
+    def __init__(
+        self, request_id: int, lost: tuple[TokenRange, ...], *, end_known: bool, reason: str
+    ) -> None:
+        self.lost = lost
+        self.end_known = end_known
+        self.reason = reason
+        ranges = ", ".join(f"{r.first_index}+{r.count}" for r in lost[:4])
+        more = "..." if len(lost) > 4 else ""
+        end = "" if end_known else " (end unknown)"
+        super().__init__(request_id, f"tokens lost ({reason}): {ranges}{more}{end}")
+
+
 class RequestTimeoutError(RequestError):
     """No whole answer within the caller's timeout; a Cancel was sent up."""
 
@@ -110,6 +141,8 @@ class Update:
 
     The last update of a request may carry no ids: the text of a character left
     unfinished at the end (U+FFFD), as :meth:`IncrementalDecoder.flush` gives it.
+    An update with ``lost`` set carries no ids either: those indices will never
+    arrive, and the text goes on after them (show the hole, not a seamless text).
     """
 
     request_id: int
@@ -117,6 +150,7 @@ class Update:
     ids: tuple[int, ...]
     text: str
     at: float
+    lost: TokenRange | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +178,8 @@ class Answer:
     stats: AssemblerStats
     #: Index ranges never received (empty when complete).
     missing: tuple[TokenRange, ...]
+    #: Index ranges given up as lost by the recovery (see :class:`TokensLostError`).
+    lost: tuple[TokenRange, ...]
     #: Snapshot of the ground endpoint's link counters when the answer ended.
     counters: LinkCounters
     #: Snapshot of the endpoint's drops, ``"layer/reason" -> count``.
@@ -177,6 +213,12 @@ class RequestHandle:
         self.sent_at = sent_at
         self.assembler = TokenAssembler(
             request.request_id, max_tokens=request.params.max_new_tokens, started_at=sent_at
+        )
+        self.recovery = StreamRecovery(
+            self.assembler,
+            config=station.recovery_config,
+            now=sent_at,
+            counters=station.recovery_counters,
         )
         self._decoder = decoder
         self._on_update = on_update
@@ -223,6 +265,10 @@ class RequestHandle:
         text = self._decoder.push(event.ids)
         self._publish(Update(self.request_id, event.first_index, event.ids, text, event.at))
 
+    def _tokens_lost(self, event: TokensLost) -> None:
+        lost = TokenRange(event.first_index, event.count)
+        self._publish(Update(self.request_id, event.first_index, (), "", event.at, lost))
+
     def _finish(self, error: RequestError | None, now: float) -> Answer:
         tail = self._decoder.flush()
         if tail:
@@ -252,6 +298,8 @@ class StationCounters:
     unexpected_messages: int = 0
     error_reports: int = 0
     housekeeping_received: int = 0
+    #: Answers ended with tokens given up as lost (:class:`TokensLostError`).
+    answers_with_lost_tokens: int = 0
 
 
 class GroundStation:
@@ -263,6 +311,7 @@ class GroundStation:
         *,
         config: LinkConfig | None = None,
         first_request_id: int = 0,
+        recovery: RecoveryConfig | None = None,
     ) -> None:
         if not 0 <= first_request_id < REQUEST_ID_MODULUS:
             raise LocalProtocolError(
@@ -271,6 +320,9 @@ class GroundStation:
         self.tokenizer = tokenizer
         self.endpoint = GroundEndpoint(config or LinkConfig())
         self.counters = StationCounters()
+        #: The recovery policy of every request, and its traffic over all of them.
+        self.recovery_config = recovery or RecoveryConfig()
+        self.recovery_counters = RecoveryCounters()
         #: The latest Housekeeping and the time it arrived.
         self.housekeeping: Housekeeping | None = None
         self.housekeeping_at: float | None = None
@@ -279,6 +331,8 @@ class GroundStation:
         self._link: Link | None = None
         self._requests: dict[int, RequestHandle] = {}
         self._next_id = first_request_id
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     # -- link side ------------------------------------------------------------------
 
@@ -286,6 +340,12 @@ class GroundStation:
         """Send the uplink on ``link`` (whose receiver must be :meth:`on_receive`)."""
         self._link = link
         self._transmit()
+
+    def close(self) -> None:
+        """Stop the timers (the link is the caller's to close)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
 
     def on_receive(self, data: bytes, now: float) -> None:
         """The link's receive callback: octets of the CADU stream at loop time ``now``."""
@@ -336,7 +396,7 @@ class GroundStation:
         logger.info(
             "> request %d: %d prompt ids, %s", request.request_id, len(request.prompt_ids), params
         )
-        self.endpoint.send(request)
+        self.endpoint.send(request, now)
         self.counters.requests_sent += 1
         self._transmit()
         return handle
@@ -376,7 +436,7 @@ class GroundStation:
         if self._link is None:
             raise InvalidState("no link attached")
         logger.debug("> %s", message)
-        self.endpoint.send(message)
+        self.endpoint.send(message, asyncio.get_running_loop().time())
         self._transmit()
 
     def _transmit(self) -> None:
@@ -384,6 +444,69 @@ class GroundStation:
             return
         for cltu in self.endpoint.data_to_send():
             self._link.send(cltu)
+        self._schedule()
+
+    # -- timers ---------------------------------------------------------------------
+
+    def _uplink_clear(self) -> bool:
+        """FOP-1 holds no command unacknowledged: a ResendRequest would go at once
+        (while one is held, asking again only queues copies behind it)."""
+        fop = self.endpoint.fop
+        return fop.sent_queue_length == 0 and fop.backlog_length == 0 and fop.wait_queue_empty
+
+    def _next_timer(self) -> float | None:
+        times = [t for t in (self.endpoint.get_timer(),) if t is not None]
+        if self._uplink_clear():
+            times += [
+                t for h in self._requests.values() if (t := h.recovery.get_timer()) is not None
+            ]
+        return min(times, default=None)
+
+    def _schedule(self) -> None:
+        """One ``loop.call_at`` at the earliest timer (FOP-1 T1 or a recovery)."""
+        when = self._next_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        if when is None or self._link is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (the link is being torn down): no timers
+            return
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now = asyncio.get_running_loop().time()
+        self.endpoint.handle_timer(now)
+        self._drain(now)
+
+    def _run_recovery(self, now: float) -> None:
+        """Run the recovery timers that are due and send what they ask for."""
+        if not self._uplink_clear():
+            return
+        for handle in list(self._requests.values()):
+            handle.recovery.handle_timer(now)
+            self._recovery_output(handle, now)
+
+    def _recovery_output(self, handle: RequestHandle, now: float) -> None:
+        for message in handle.recovery.data_to_send():
+            logger.debug("> %s", message)
+            self.endpoint.send(message, now)
+        while (failed := handle.recovery.next_event()) is not None:
+            self._recovery_failed(handle, failed, now)
+
+    def _recovery_failed(self, handle: RequestHandle, failed: RecoveryFailed, now: float) -> None:
+        self._drain_assembler(handle, now)  # the ids past the lost ranges
+        self.counters.answers_with_lost_tokens += 1
+        error = TokensLostError(
+            handle.request_id, failed.lost, end_known=failed.end_known, reason=failed.reason
+        )
+        self._end_request(handle, error, now)
 
     def _drain(self, now: float) -> None:
         while (event := self.endpoint.next_event()) is not None:
@@ -391,8 +514,13 @@ class GroundStation:
                 self._receive_message(event.message, now)
             elif isinstance(event, Dropped):
                 logger.debug("downlink drop %s/%s", event.layer, event.reason)
-            else:
+            elif isinstance(event, FramesLost):
                 logger.info("downlink lost %d frame(s) on VC %s", event.missing, event.vcid)
+                for handle in self._requests.values():
+                    handle.recovery.frames_lost(now)
+        self._run_recovery(now)
+        # FOP-1 may have (re)transmitted on what arrived (CLCW acknowledgements).
+        self._transmit()
 
     def _receive_message(self, message: Message, now: float) -> None:
         if isinstance(message, TokenChunk | EndOfStream):
@@ -404,6 +532,8 @@ class GroundStation:
                 handle.assembler.receive_chunk(message, now)
             else:
                 handle.assembler.receive_end(message, now)
+            handle.recovery.update(now)
+            self._recovery_output(handle, now)  # an EndAck when it completed
             self._drain_assembler(handle, now)
         elif isinstance(message, ErrorReport):
             self._receive_error(message, now)
@@ -420,6 +550,8 @@ class GroundStation:
         while (event := handle.assembler.next_event()) is not None:
             if isinstance(event, TokensReady):
                 handle._tokens_ready(event)
+            elif isinstance(event, TokensLost):
+                handle._tokens_lost(event)
             elif isinstance(event, StreamComplete):
                 complete = event
             else:
@@ -451,6 +583,10 @@ class GroundStation:
         if handle is None:
             self._unmatched(report)
             return
+        if report.reason is ErrorReason.RESEND_UNAVAILABLE:
+            handle.recovery.unavailable(report, now)
+            self._recovery_output(handle, now)
+            return
         handle._error_report = report
         self._end_request(
             handle, SpacecraftError(handle.request_id, report.reason, report.detail), now
@@ -463,6 +599,7 @@ class GroundStation:
     def _end_request(self, handle: RequestHandle, error: RequestError | None, now: float) -> None:
         if self._requests.pop(handle.request_id, None) is None:
             return
+        handle.recovery.close()
         if error is None:
             self.counters.answers_complete += 1
         else:
@@ -509,6 +646,7 @@ class GroundStation:
             end=assembler.end,
             stats=dataclasses.replace(assembler.stats),
             missing=assembler.missing_ranges(),
+            lost=assembler.lost_ranges,
             counters=self.link_counters,
             drops=dict(self.endpoint.drops),
         )
@@ -523,5 +661,6 @@ __all__ = [
     "RequestTimeoutError",
     "SpacecraftError",
     "StationCounters",
+    "TokensLostError",
     "Update",
 ]

@@ -133,6 +133,9 @@ class ErrorReason(IntEnum):
     UNKNOWN_REQUEST = 8
     DUPLICATE_REQUEST = 9
     UNSUPPORTED_VERSION = 10
+    #: A ResendRequest named a stream the spacecraft no longer holds (§10.3); the
+    #: detail lists the ranges (:func:`format_ranges`).
+    RESEND_UNAVAILABLE = 11
     INTERNAL = 255
 
 
@@ -473,6 +476,36 @@ class TokenRange:
             raise LocalProtocolError(
                 f"range {self.first_index}+{self.count} runs past index {_U32_MAX}"
             )
+
+
+def format_ranges(ranges: Sequence[TokenRange], *, limit: int = MAX_DETAIL_OCTETS) -> str:
+    """``first+count`` per range, comma-separated, at most ``limit`` characters.
+
+    The detail text of a RESEND_UNAVAILABLE ErrorReport (docs/protocol.md §10.3): whole
+    ranges only; when they do not all fit, the text ends with ``,...``.
+    """
+    parts = [f"{r.first_index}+{r.count}" for r in ranges]
+    text = ",".join(parts)
+    while len(text) > limit and parts:
+        parts.pop()
+        text = ",".join([*parts, "..."])
+    return text[:limit]
+
+
+def parse_ranges(text: str) -> tuple[TokenRange, ...]:
+    """The ranges :func:`format_ranges` wrote (a trailing ``...`` is skipped).
+
+    Raises LocalProtocolError naming the first item that is not ``first+count``.
+    """
+    ranges: list[TokenRange] = []
+    for item in text.split(",") if text else ():
+        if item == "...":
+            continue
+        first, sep, count = item.partition("+")
+        if not (sep and first.isdigit() and count.isdigit()):
+            raise LocalProtocolError(f"range {item!r} in {text!r} is not FIRST+COUNT")
+        ranges.append(TokenRange(int(first), int(count)))
+    return tuple(ranges)
 
 
 # octet 0       1-2          3          4...            (6 octets per range)

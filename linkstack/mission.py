@@ -10,7 +10,13 @@ and seed give the same events, counters and times, whatever the machine.
 
 The onboard model runs for real (``generate`` is injected); its ids are then
 released on the virtual clock, one every ``token_interval_s`` after
-``first_token_s``, so that the link sees a stream as it would in orbit.
+``first_token_s``, so that the link sees a stream as it would in orbit.  Generation
+never waits for the ground: ids go down as they come, lost or not.
+
+The ground side recovers what the downlink lost with the same
+:class:`~groundstation.recovery.StreamRecovery` policy the asyncio ground station
+uses (ResendRequest for gaps and a missing end, EndAck when whole, lost ranges when
+the spacecraft no longer holds them), and :class:`MissionResult` says what it cost.
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from groundstation.assembler import TokenAssembler
+from groundstation.assembler import AssemblerStats, TokenAssembler
+from groundstation.recovery import (
+    RecoveryConfig,
+    RecoveryCounters,
+    RecoveryFailed,
+    StreamRecovery,
+)
 from linkstack.channel import Channel, ChannelConfig, ChannelStats
 from linkstack.endpoints import (
     GroundEndpoint,
@@ -34,13 +46,19 @@ from linkstack.endpoints import (
 from linkstack.errors import Dropped, Layer, LocalProtocolError
 from linkstack.inference_protocol import (
     EndOfStream,
+    ErrorReason,
     ErrorReport,
+    Message,
     PromptRequest,
     TokenChunk,
+    TokenRange,
+    encode_message,
 )
 from linkstack.inference_protocol import GenerationParams as WireParams
+from linkstack.space_packet import PRIMARY_HEADER_LENGTH
+from linkstack.tm_frame import FramesLost
 from onboard.generation import FinishReason, GenerationResult
-from onboard.service import CoreConfig, Job, OnboardCore
+from onboard.service import CoreConfig, CoreCounters, Job, OnboardCore
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +81,24 @@ class MissionConfig:
     idle_interval_s: float = 0.25
     #: Give up (virtual seconds) if the answer has not arrived by then.
     time_limit_s: float = 3600.0
+    #: After the answer, run on (at most this long) until the uplink is quiet, so that
+    #: the EndAck and every command sent is delivered and counted.
+    settle_s: float = 30.0
     core: CoreConfig = field(default_factory=CoreConfig)
+    #: The ground's recovery policy (docs/protocol.md §10).
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self) -> None:
-        for name in ("first_token_s", "token_interval_s", "idle_interval_s", "time_limit_s"):
+        for name in (
+            "first_token_s",
+            "token_interval_s",
+            "idle_interval_s",
+            "time_limit_s",
+            "settle_s",
+        ):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name != "first_token_s" and value == 0):
+            zero_ok = name in ("first_token_s", "settle_s")
+            if not math.isfinite(value) or value < 0 or (not zero_ok and value == 0):
                 raise LocalProtocolError(f"{name} {value} s must be positive and finite")
 
 
@@ -89,6 +119,22 @@ class MissionResult:
     uplink_channel: ChannelStats
     downlink_channel: ChannelStats
     drops: dict[str, int]
+    #: The ground's recovery traffic (ResendRequests, ranges, EndAcks, tokens lost).
+    recovery: RecoveryCounters
+    #: The request's reassembly statistics (duplicates dropped, out of order...).
+    assembly: AssemblerStats
+    #: The onboard application's counters (ids and ends resent, resends refused...).
+    onboard: CoreCounters
+    #: Index ranges given up as lost (an unknown end's tail included); empty if whole.
+    lost: tuple[TokenRange, ...]
+    #: Every message the ground sent up, in order, and every one the onboard
+    #: application took, in order: equal when each was executed once and in order.
+    commands_sent: tuple[Message, ...]
+    commands_executed: tuple[Message, ...]
+    #: Packet octets (header included) of the recovery messages: ResendRequests and
+    #: EndAcks up, resent TokenChunks and EndOfStreams down.
+    recovery_uplink_octets: int
+    recovery_downlink_octets: int
 
     @property
     def match(self) -> bool:
@@ -130,22 +176,43 @@ class Mission:
         self._trailing_idle = False
         self._release: _Release | None = None
         self._assemblers: dict[int, TokenAssembler] = {}
+        self._recoveries: dict[int, StreamRecovery] = {}
+        self.recovery_counters = RecoveryCounters()
+        self._failures: dict[int, RecoveryFailed] = {}
         self._errors: dict[int, ErrorReport] = {}
         self._generated: dict[int, tuple[int, ...]] = {}
+        self._commands_sent: list[Message] = []
+        self._commands_executed: list[Message] = []
+        self._recovery_up_octets = 0
 
     # -- ground side -----------------------------------------------------------------
 
     def submit(self, request: PromptRequest) -> None:
         """Send a request up now."""
-        self._assemblers[request.request_id] = TokenAssembler(
+        assembler = TokenAssembler(
             request.request_id, max_tokens=request.params.max_new_tokens, started_at=self.now
         )
-        self.ground.send(request)
+        self._assemblers[request.request_id] = assembler
+        self._recoveries[request.request_id] = StreamRecovery(
+            assembler, config=self.config.recovery, now=self.now, counters=self.recovery_counters
+        )
+        self._send(request)
+
+    def _send(self, message: Message) -> None:
+        self._commands_sent.append(message)
+        self.ground.send(message, self.now)
+        self._uplink()
+
+    def _uplink(self) -> None:
         for cltu in self.ground.data_to_send():
             self.uplink.send(cltu, self.now)
 
     def _ground_events(self) -> None:
         while (event := self.ground.next_event()) is not None:
+            if isinstance(event, FramesLost):
+                for recovery in self._recoveries.values():
+                    recovery.frames_lost(self.now)
+                continue
             if not isinstance(event, MessageReceived):
                 continue
             message = event.message
@@ -157,18 +224,49 @@ class Mission:
                     assembler.receive_chunk(message, self.now)
                 else:
                     assembler.receive_end(message, self.now)
+                assembler.next_ids()  # the ids stay in delivered_ids
+                self._recoveries[message.request_id].update(self.now)
             elif isinstance(message, ErrorReport) and message.request_id is not None:
-                self._errors[message.request_id] = message
+                watcher = self._recoveries.get(message.request_id)
+                if watcher is None:
+                    continue
+                if message.reason is ErrorReason.RESEND_UNAVAILABLE:
+                    watcher.unavailable(message, self.now)
+                else:
+                    self._errors[message.request_id] = message
+                    watcher.close()
+        self._run_recovery()
+
+    def _uplink_clear(self) -> bool:
+        """FOP-1 holds no command unacknowledged: a new request would go at once.
+
+        While one is held, asking again would only queue copies behind it (COP-1
+        delivers it, or alerts and purges it, after which the policy asks again).
+        """
+        fop = self.ground.fop
+        return fop.sent_queue_length == 0 and fop.backlog_length == 0 and fop.wait_queue_empty
+
+    def _run_recovery(self) -> None:
+        if not self._uplink_clear():
+            return
+        for recovery in self._recoveries.values():
+            recovery.handle_timer(self.now)
+            for message in recovery.data_to_send():
+                self._recovery_up_octets += PRIMARY_HEADER_LENGTH + len(encode_message(message)[1])
+                self._send(message)
+            while (failed := recovery.next_event()) is not None:
+                self._failures[failed.request_id] = failed
 
     def done(self, request_id: int) -> bool:
         assembler = self._assemblers[request_id]
-        return assembler.complete or request_id in self._errors
+        return assembler.complete or request_id in self._errors or request_id in self._failures
 
     # -- spacecraft side -----------------------------------------------------------------
 
     def _spacecraft_events(self) -> None:
         while (event := self.spacecraft.next_event()) is not None:
             if isinstance(event, MessageReceived):
+                self._commands_executed.append(event.message)
                 self.core.receive_message(event.message, self.now)
             elif isinstance(event, Dropped) and event.layer in (
                 Layer.APPLICATION,
@@ -230,6 +328,7 @@ class Mission:
         return (
             self.core.has_output
             or self.spacecraft.pending_octets > 0
+            or self.spacecraft.clcw_changed
             or self.now >= self.core.get_timer()
         )
 
@@ -240,13 +339,21 @@ class Mission:
 
     def _next_time(self) -> float:
         times = [self.config.time_limit_s]
+        fop_timer = self.ground.get_timer()
+        if fop_timer is not None:
+            times.append(fop_timer)
+        if self._uplink_clear():
+            for recovery in self._recoveries.values():
+                timer = recovery.get_timer()
+                if timer is not None:
+                    times.append(timer)
         for channel in (self.uplink, self.downlink):
             timer = channel.get_timer()
             if timer is not None:
                 times.append(timer)
         if self._release is not None:
             times.append(self._release.due())
-        if self.core.has_output or self.spacecraft.pending_octets > 0 or self._trailing_idle:
+        if self._waiting() or self._trailing_idle:
             times.append(self._next_frame)
         else:
             times.append(max(self._next_frame, self._next_idle()))
@@ -263,26 +370,50 @@ class Mission:
         self._transmit()
         for cadu in self.downlink.deliveries(self.now):
             self.ground.receive_bytes(cadu, self.now)
+        self.ground.handle_timer(self.now)
         self._ground_events()
+        self._uplink()
+
+    def uplink_quiet(self) -> bool:
+        """Every command sent is acknowledged (FOP-1 holds none) and none is on the air."""
+        return self._uplink_clear() and self.uplink.in_flight == 0
 
     def run_request(self, request: PromptRequest) -> MissionResult:
-        """Submit ``request`` and run until its answer is complete (or the time limit)."""
+        """Submit ``request`` and run until its answer is complete (or the time limit),
+        then until the uplink is quiet (at most ``settle_s`` more)."""
         self.submit(request)
         start = self.now
-        while not self.done(request.request_id) and self.now < self.config.time_limit_s:
+        limit = self.config.time_limit_s
+        while not self.done(request.request_id) and self.now < limit:
             self.step()
-        return self.result(request, start)
+        ended = self.now
+        settle_until = min(limit, self.now + self.config.settle_s)
+        while not self.uplink_quiet() and self.now < settle_until:
+            self.step()
+        return self.result(request, start, ended=ended)
 
-    def result(self, request: PromptRequest, start: float) -> MissionResult:
-        assembler = self._assemblers[request.request_id]
-        error = self._errors.get(request.request_id)
+    def result(
+        self, request: PromptRequest, start: float, *, ended: float | None = None
+    ) -> MissionResult:
+        rid = request.request_id
+        assembler = self._assemblers[rid]
+        error = self._errors.get(rid)
+        failure = self._failures.get(rid)
         ttft = assembler.time_to_first_token_s
         completed = assembler.completed_at
         finish = assembler.finish_reason
-        if error is None and not assembler.complete:
-            error_text: str | None = f"timeout after {self.now - start:.3f} s (virtual)"
+        ended = self.now if ended is None else ended
+        if error is not None:
+            error_text: str | None = f"{error.reason.name}: {error.detail}"
+        elif failure is not None:
+            lost = ",".join(f"{r.first_index}+{r.count}" for r in failure.lost)
+            error_text = f"tokens lost ({failure.reason}): {lost}" + (
+                "" if failure.end_known else " (end unknown)"
+            )
+        elif not assembler.complete:
+            error_text = f"timeout after {ended - start:.3f} s (virtual)"
         else:
-            error_text = None if error is None else f"{error.reason.name}: {error.detail}"
+            error_text = None
         return MissionResult(
             prompt_ids=request.prompt_ids,
             generated_ids=self._generated.get(request.request_id, ()),
@@ -297,6 +428,14 @@ class Mission:
             uplink_channel=dataclasses.replace(self.uplink.stats),
             downlink_channel=dataclasses.replace(self.downlink.stats),
             drops=dict(self.ground.drops + self.spacecraft.drops),
+            recovery=dataclasses.replace(self.recovery_counters),
+            assembly=dataclasses.replace(assembler.stats),
+            onboard=dataclasses.replace(self.core.counters),
+            lost=() if failure is None else failure.lost,
+            commands_sent=tuple(self._commands_sent),
+            commands_executed=tuple(self._commands_executed),
+            recovery_uplink_octets=self._recovery_up_octets,
+            recovery_downlink_octets=self.core.counters.resent_octets,
         )
 
 

@@ -25,9 +25,13 @@ What each request gets (docs/protocol.md §4-§8):
 * cancelled while queued: EndOfStream CANCELLED with 0 tokens; while running: the
   ids made so far, then EndOfStream CANCELLED.
 
-The ids of the last ``history_requests`` streams stay in :meth:`OnboardCore.sent_ids`
-for the resend task (docs/protocol.md §10); ResendRequest itself is not served yet
-(answered with ErrorReport UNKNOWN_MESSAGE ``resend-unsupported``).
+Recovery (docs/protocol.md §10): a ResendRequest is answered from the running
+stream (ids already handed to the downlink) or from the history of the last
+``history_requests`` finished streams (every id and the EndOfStream, which goes
+again when a range reaches the end); the resent chunks go ahead of new ids.  A
+stream no longer held (evicted, acknowledged by EndAck, never received) is answered
+with ErrorReport RESEND_UNAVAILABLE naming the ranges.  EndAck frees a stream's
+record at once.  Generation never waits for any of this.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from linkstack.inference_protocol import (
     ResendRequest,
     TokenChunk,
     encode_message,
+    format_ranges,
     token_chunk_capacity,
     token_chunk_octets,
 )
@@ -162,6 +167,9 @@ class CoreConfig:
     history_requests: int = 16
     #: ErrorReports waiting for the downlink; more are counted and not sent.
     max_pending_reports: int = 32
+    #: Resent ranges waiting for the downlink; a ResendRequest beyond it is ignored
+    #: (counted): the ground asks again.
+    max_pending_resends: int = 64
     #: Device name for Housekeeping, printable ASCII, at most 48 characters.
     device: str = "cpu"
 
@@ -172,6 +180,7 @@ class CoreConfig:
             ("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS),
             ("history_requests", self.history_requests, 0, _U16_MAX),
             ("max_pending_reports", self.max_pending_reports, 1, _U16_MAX),
+            ("max_pending_resends", self.max_pending_resends, 1, _U16_MAX),
         ):
             if not low <= value <= high:
                 raise LocalProtocolError(f"{name} {value} outside {low}..{high}")
@@ -212,6 +221,18 @@ class CoreCounters:
     reports_sent: int = 0
     reports_suppressed: int = 0
     housekeeping_sent: int = 0
+    #: ResendRequests received, and those ignored because the resend queue was full.
+    resend_requests: int = 0
+    resend_requests_ignored: int = 0
+    #: Ids and EndOfStreams sent again in answer to ResendRequests.
+    ids_resent: int = 0
+    ends_resent: int = 0
+    #: Packet octets (header included) of what was sent again: the downlink cost.
+    resent_octets: int = 0
+    #: ResendRequests answered RESEND_UNAVAILABLE (the stream was not held).
+    resends_unavailable: int = 0
+    #: EndAcks that freed a held stream.
+    end_acks: int = 0
 
 
 @dataclass(slots=True)
@@ -229,6 +250,16 @@ class _Stream:
     end: EndOfStream | None = None
 
 
+@dataclass(slots=True)
+class _Resend:
+    """Ids of one range to send again, then maybe the EndOfStream."""
+
+    request_id: int
+    first_index: int
+    ids: tuple[int, ...]
+    end: EndOfStream | None
+
+
 class OnboardCore:
     """The onboard application, sans-I/O (see the module docstring)."""
 
@@ -242,7 +273,9 @@ class OnboardCore:
         self._streams: deque[_Stream] = deque()
         self._running: _Stream | None = None
         self._reports: deque[ErrorReport] = deque()
-        self._history: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        #: Finished streams kept for resend: request id -> (ids, EndOfStream).
+        self._history: OrderedDict[int, tuple[tuple[int, ...], EndOfStream]] = OrderedDict()
+        self._resends: deque[_Resend] = deque()
         self._memory_octets = 0
         self._next_housekeeping = now
         self._rate_since = now
@@ -263,8 +296,10 @@ class OnboardCore:
     @property
     def has_output(self) -> bool:
         """Something waits for the downlink (reports, ids or an EndOfStream)."""
-        return bool(self._reports) or any(
-            s.sent < len(s.ids) or s.end is not None for s in self._streams
+        return (
+            bool(self._reports)
+            or bool(self._resends)
+            or any(s.sent < len(s.ids) or s.end is not None for s in self._streams)
         )
 
     def cancel_requested(self, request_id: int) -> bool:
@@ -277,7 +312,8 @@ class OnboardCore:
         for stream in self._streams:
             if stream.request_id == request_id:
                 return tuple(stream.ids[: stream.sent])
-        return self._history.get(request_id)
+        held = self._history.get(request_id)
+        return None if held is None else held[0]
 
     def set_memory_octets(self, octets: int) -> None:
         """The model's current memory, reported in the next Housekeeping."""
@@ -299,11 +335,10 @@ class OnboardCore:
             self._receive_cancel(message.request_id, now)
         elif isinstance(message, EndAck):
             # The ground holds the whole stream: its record may go.
-            self._history.pop(message.request_id, None)
+            if self._history.pop(message.request_id, None) is not None:
+                self.counters.end_acks += 1
         elif isinstance(message, ResendRequest):
-            self._report(
-                message.request_id, ErrorReason.UNKNOWN_MESSAGE, "resend-unsupported: not yet"
-            )
+            self._receive_resend(message)
         else:
             self._report(
                 None,
@@ -392,6 +427,44 @@ class OnboardCore:
         if any(s.request_id == request_id for s in self._streams) or (request_id in self._history):
             return  # generation already ended: its EndOfStream says how
         self._report(request_id, ErrorReason.UNKNOWN_REQUEST, f"no request {request_id}")
+
+    def _receive_resend(self, message: ResendRequest) -> None:
+        """Queue the held ids of each range (docs/protocol.md §10)."""
+        rid = message.request_id
+        self.counters.resend_requests += 1
+        ids: tuple[int, ...] | None = None
+        end: EndOfStream | None = None
+        for stream in self._streams:
+            if stream.request_id == rid:
+                # Still streaming: what went down already; the rest and the end follow.
+                ids = tuple(stream.ids[: stream.sent])
+                break
+        else:
+            held = self._history.get(rid)
+            if held is not None:
+                ids, end = held
+            elif any(job.request_id == rid for job in self._queue):
+                return  # not started: everything is still to come
+        if ids is None:
+            self.counters.resends_unavailable += 1
+            logger.info("resend of request %d: not held", rid)
+            self._report(rid, ErrorReason.RESEND_UNAVAILABLE, format_ranges(message.ranges))
+            return
+        if len(self._resends) + len(message.ranges) > self.config.max_pending_resends:
+            self.counters.resend_requests_ignored += 1
+            logger.info("resend of request %d ignored: %d ranges queued", rid, len(self._resends))
+            return
+        resent_end = False
+        for token_range in message.ranges:
+            stop = token_range.first_index + token_range.count
+            part = ids[token_range.first_index : stop]
+            reaches_end = end is not None and stop >= end.token_count and not resent_end
+            if not part and not reaches_end:
+                continue
+            resent_end |= reaches_end
+            self._resends.append(
+                _Resend(rid, token_range.first_index, part, end if reaches_end else None)
+            )
 
     # -- the runner --------------------------------------------------------------------
 
@@ -487,7 +560,8 @@ class OnboardCore:
     def fill(self, capacity_octets: int, now: float) -> list[Message]:
         """Messages for the next TM frame, whose packets total at most ``capacity_octets``.
 
-        In order: waiting ErrorReports, a Housekeeping when due, then each stream's
+        In order: waiting ErrorReports, a Housekeeping when due, resent ranges
+        (docs/protocol.md §10), then each stream's
         waiting ids as TokenChunks (each packet within the space left) and its
         EndOfStream once every id is out.  A message larger than the whole capacity
         (a long ErrorReport in a tiny frame) goes alone: packets may span frames.
@@ -518,6 +592,25 @@ class OnboardCore:
             if not take(self._housekeeping(now)):
                 return out
             self.counters.housekeeping_sent += 1
+        while self._resends:
+            resend = self._resends[0]
+            if resend.ids:
+                if budget < MIN_FILL_OCTETS:
+                    return out
+                count = min(len(resend.ids), token_chunk_capacity(budget - PRIMARY_HEADER_LENGTH))
+                chunk = TokenChunk(resend.request_id, resend.first_index, resend.ids[:count])
+                take(chunk)
+                self.counters.ids_resent += count
+                self.counters.resent_octets += _packet_octets(chunk)
+                resend.first_index += count
+                resend.ids = resend.ids[count:]
+                continue
+            if resend.end is not None:
+                if not take(resend.end):
+                    return out
+                self.counters.ends_resent += 1
+                self.counters.resent_octets += _packet_octets(resend.end)
+            self._resends.popleft()
         for stream in list(self._streams):
             while stream.sent < len(stream.ids):
                 if budget < MIN_FILL_OCTETS:
@@ -555,7 +648,7 @@ class OnboardCore:
         )
         if self.config.history_requests:
             self._history.pop(stream.request_id, None)
-            self._history[stream.request_id] = tuple(stream.ids)
+            self._history[stream.request_id] = (tuple(stream.ids), end)
             while len(self._history) > self.config.history_requests:
                 self._history.popitem(last=False)
 
@@ -642,6 +735,7 @@ class OnboardService:
         downlink_rate_bps: float | None = None,
         idle_interval: float = 0.25,
         memory: Callable[[], int] | None = None,
+        on_generated: Callable[[int, tuple[int, ...]], object] | None = None,
     ) -> None:
         if downlink_rate_bps is not None and downlink_rate_bps <= 0:
             raise LocalProtocolError(f"downlink rate {downlink_rate_bps} bit/s must be positive")
@@ -654,6 +748,9 @@ class OnboardService:
         self._rate = downlink_rate_bps
         self._idle_interval = idle_interval
         self._memory = memory
+        #: Called with the request id and every id of a run when it ends (the ground's
+        #: EndAck may free the core's copy at once; tools that compare keep their own).
+        self._on_generated = on_generated
         self._link: Link | None = None
         self._transmitter: DownlinkTransmitter | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -673,6 +770,7 @@ class OnboardService:
         link_config: LinkConfig | None = None,
         downlink_rate_bps: float | None = None,
         idle_interval: float = 0.25,
+        on_generated: Callable[[int, tuple[int, ...]], object] | None = None,
     ) -> OnboardService:
         """The service generating with ``handle``; its limits come from the model."""
         config = CoreConfig(
@@ -689,6 +787,7 @@ class OnboardService:
             downlink_rate_bps=downlink_rate_bps,
             idle_interval=idle_interval,
             memory=memory_probe(handle),
+            on_generated=on_generated,
         )
 
     # -- link side ---------------------------------------------------------------------
@@ -746,7 +845,7 @@ class OnboardService:
     # -- generation --------------------------------------------------------------------
 
     def _wake(self) -> None:
-        if self._transmitter is not None and self.core.has_output:
+        if self._transmitter is not None and (self.core.has_output or self.endpoint.clcw_changed):
             self._transmitter.wake()
 
     def _refill(self, capacity: int) -> None:
@@ -790,6 +889,8 @@ class OnboardService:
             )
         else:
             self.core.generation_finished(rid, result, loop.time())
+            if self._on_generated is not None:
+                self._on_generated(rid, tuple(result.generated_ids))
         finally:
             self._job_task = None
             self._cancel = None

@@ -34,6 +34,7 @@ from linkstack.endpoints import LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import InvalidState, LocalProtocolError
 from linkstack.inference_protocol import (
     Cancel,
+    EndAck,
     EndOfStream,
     ErrorReason,
     ErrorReport,
@@ -79,6 +80,7 @@ class FakeSpacecraft:
         self.link: LoopbackLink | None = None
         self.requests: list[PromptRequest] = []
         self.cancels: list[int] = []
+        self.others: list[Message] = []
         self.cancelled = asyncio.Event()
 
     def receive(self, data: bytes, now: float) -> None:
@@ -93,6 +95,13 @@ class FakeSpacecraft:
             elif isinstance(message, Cancel):
                 self.cancels.append(message.request_id)
                 self.cancelled.set()
+            else:
+                self.others.append(message)
+        if self.endpoint.clcw_changed and self.link is not None:
+            # Report FARM-1's acknowledgement at once (an idle frame carries the CLCW),
+            # then one more idle frame whose marker confirms it to the synchronizer.
+            self.link.spacecraft.send(self.endpoint.next_cadu())
+            self.link.spacecraft.send(self.endpoint.next_cadu())
 
     def downlink(self, messages: Sequence[Message]) -> None:
         assert self.link is not None
@@ -173,8 +182,11 @@ async def test_answer_arrives_whole_with_live_updates_in_order(tokenizer: Tokeni
     assert 0 < answer.time_to_first_token_s <= answer.total_s
     assert len(answer.token_arrival_s) == len(reply)
     assert list(answer.token_arrival_s) == sorted(answer.token_arrival_s)
-    # Link counters snapshot.
-    assert answer.counters.cltus_sent == 1
+    # Link counters snapshot: COP-1's Set V(R) (BC), the request (AD), the EndAck (AD).
+    assert answer.counters.cltus_sent == 3
+    assert spacecraft.others == [EndAck(0)]
+    assert station.recovery_counters.end_acks == 1
+    assert station.recovery_counters.resend_requests == 0
     assert answer.counters.uplink_octets > 0
     assert answer.counters.frames_received >= len(updates)
     assert answer.counters.dropped == 0
@@ -482,7 +494,9 @@ def test_cli_timeout_when_nobody_answers(xdg_cache_home: Path, qwen3_tokenizer: 
     assert record["received_ids"] == []
     assert record["prompt_ids"] == qwen3_tokenizer.encode_prompt("hello")
     assert record["finish_reason"] is None
-    assert record["counters"]["cltus_sent"] == 2  # the request, then the Cancel
+    # COP-1's Set V(R) only: nobody acknowledges it, so the request and the Cancel
+    # wait in FOP-1 (T1 is longer than the timeout).
+    assert record["counters"]["cltus_sent"] == 1
     assert record["counters"]["uplink_bits"] == 8 * record["counters"]["uplink_octets"]
 
 
@@ -526,6 +540,9 @@ async def test_cli_ask_over_tcp_live_text_and_json(
                 while endpoint.pending_octets:
                     links[0].send(endpoint.next_cadu())
                 links[0].send(endpoint.next_cadu())
+        if endpoint.clcw_changed:  # FARM-1's acknowledgement, in idle frames
+            links[0].send(endpoint.next_cadu())
+            links[0].send(endpoint.next_cadu())
 
     url = f"tcp://127.0.0.1:{free_tcp_port()}"
     links.append(await open_link(url, role="spacecraft", on_receive=receive))
@@ -536,7 +553,7 @@ async def test_cli_ask_over_tcp_live_text_and_json(
         )
         assert (code, out) == (0, "Fine, thanks.\n"), err
         assert f"groundstation: stop, {len(reply)} ids, first id" in err
-        assert "up 1 CLTU(s)" in err
+        assert "up 3 CLTU(s)" in err  # Set V(R), the request, the EndAck
         code, out, err = await asyncio.to_thread(run_cli, "ask", "How are you?", *options, "--json")
         assert code == 0, err
     finally:
@@ -575,7 +592,7 @@ async def test_cli_ask_over_tcp_live_text_and_json(
         "tokens_per_s": 250.0,
     }
     counters = record["counters"]
-    assert counters["cltus_sent"] == 1
+    assert counters["cltus_sent"] == 3  # Set V(R), the request, the EndAck
     assert counters["frames_received"] >= 1
     assert counters["dropped"] == 0
     assert record["missing"] == []

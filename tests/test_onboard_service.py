@@ -436,16 +436,11 @@ def test_drops_from_a_real_endpoint_reach_the_core() -> None:
     assert of_type(messages, ErrorReport)[1].detail.startswith("truncated")
 
 
-def test_downlink_messages_resend_and_end_ack_on_the_uplink() -> None:
+def test_downlink_messages_on_the_uplink_and_end_ack_frees_the_record() -> None:
     core = new_core(history_requests=2)
     core.receive_message(TokenChunk(1, 0, (1,)), 0.0)
-    core.receive_message(ResendRequest(1, (TokenRange(0, 1),)), 0.0)
     messages = drain(core, 1000, 0.0)
-    assert reports(messages) == [
-        (None, ErrorReason.UNKNOWN_MESSAGE),
-        (1, ErrorReason.UNKNOWN_MESSAGE),
-    ]
-    assert of_type(messages, ErrorReport)[1].detail.startswith("resend-unsupported")
+    assert reports(messages) == [(None, ErrorReason.UNKNOWN_MESSAGE)]
     for rid in (1, 2, 3):
         core.receive_message(request(rid), 0.0)
         run_job(core, [rid, rid])
@@ -455,6 +450,108 @@ def test_downlink_messages_resend_and_end_ack_on_the_uplink() -> None:
     core.receive_message(EndAck(2), 0.0)
     assert core.sent_ids(2) is None
     assert core.sent_ids(3) == (3, 3)
+    assert core.counters.end_acks == 1
+
+
+# -- resend (docs/protocol.md §10) ----------------------------------------------------------
+
+
+def finished_stream(core: OnboardCore, rid: int, ids: Sequence[int]) -> EndOfStream:
+    core.receive_message(request(rid, max_new_tokens=max(1, len(ids))), 0.0)
+    run_job(core, ids)
+    ends = of_type(drain(core, 1000, 0.0), EndOfStream)
+    assert len(ends) == 1
+    return ends[0]
+
+
+def test_resend_from_history_gives_exactly_the_ranges_then_the_end() -> None:
+    core = new_core()
+    ids = list(range(100, 120))
+    end = finished_stream(core, 4, ids)
+    core.receive_message(ResendRequest(4, (TokenRange(2, 3), TokenRange(15, 8))), 1.0)
+    assert core.has_output
+    messages = drain(core, 1000, 1.0)
+    assert messages == [
+        TokenChunk(4, 2, (102, 103, 104)),
+        TokenChunk(4, 15, (115, 116, 117, 118, 119)),
+        end,
+    ]
+    assert core.counters.resend_requests == 1
+    assert core.counters.ids_resent == 8
+    assert core.counters.ends_resent == 1
+
+
+def test_resend_of_an_interior_range_does_not_repeat_the_end() -> None:
+    core = new_core()
+    finished_stream(core, 4, list(range(10)))
+    core.receive_message(ResendRequest(4, (TokenRange(0, 2),)), 1.0)
+    assert drain(core, 1000, 1.0) == [TokenChunk(4, 0, (0, 1))]
+
+
+def test_resent_chunks_are_cut_to_the_frame_and_go_ahead_of_new_ids() -> None:
+    core = new_core()
+    finished_stream(core, 1, list(range(50)))
+    core.receive_message(request(2), 0.0)
+    job = core.next_job(0.0)
+    assert job is not None
+    core.token_generated(2, 7, 0.0)
+    core.receive_message(ResendRequest(1, (TokenRange(0, 50),)), 0.0)
+    capacity = PACKET_HEADER + 9 + 18  # one TokenChunk of 8 ids per fill
+    batches = []
+    while batch := core.fill(capacity, 0.0):
+        batches.append(batch)
+    chunks = [m for batch in batches for m in batch if isinstance(m, TokenChunk)]
+    resent = [c for c in chunks if c.request_id == 1]
+    assert [i for c in resent for i in c.ids] == list(range(50))
+    assert all(len(c.ids) <= 8 for c in chunks)
+    assert chunks.index(resent[-1]) < chunks.index(TokenChunk(2, 0, (7,)))
+
+
+def test_resend_of_a_running_stream_gives_what_went_down() -> None:
+    core = new_core()
+    core.receive_message(request(3, max_new_tokens=10), 0.0)
+    job = core.next_job(0.0)
+    assert job is not None
+    for token in (5, 6, 7):
+        core.token_generated(3, token, 0.0)
+    assert drain(core, 1000, 0.0) == [TokenChunk(3, 0, (5, 6, 7))]
+    core.token_generated(3, 8, 0.0)
+    # Index 3 has not gone down yet: it is not resent (it comes anyway), nor the end.
+    core.receive_message(ResendRequest(3, (TokenRange(1, 9),)), 0.0)
+    assert drain(core, 1000, 0.0) == [TokenChunk(3, 1, (6, 7)), TokenChunk(3, 3, (8,))]
+
+
+def test_resend_of_a_queued_request_is_silent() -> None:
+    core = new_core()
+    core.receive_message(request(1), 0.0)
+    core.receive_message(request(2), 0.0)
+    assert core.next_job(0.0) is not None
+    core.receive_message(ResendRequest(2, (TokenRange(0, 8),)), 0.0)
+    assert drain(core, 1000, 0.0) == []
+
+
+def test_resend_of_a_stream_not_held_names_the_unavailable_ranges() -> None:
+    core = new_core(history_requests=1)
+    finished_stream(core, 1, [1, 2])
+    finished_stream(core, 2, [3, 4])  # evicts request 1
+    core.receive_message(ResendRequest(1, (TokenRange(0, 2), TokenRange(7, 1))), 0.0)
+    core.receive_message(EndAck(2), 0.0)
+    core.receive_message(ResendRequest(2, (TokenRange(1, 1),)), 0.0)
+    messages = drain(core, 1000, 0.0)
+    assert messages == [
+        ErrorReport(request_id=1, reason=ErrorReason.RESEND_UNAVAILABLE, detail="0+2,7+1"),
+        ErrorReport(request_id=2, reason=ErrorReason.RESEND_UNAVAILABLE, detail="1+1"),
+    ]
+    assert core.counters.resends_unavailable == 2
+
+
+def test_resend_requests_beyond_the_queue_bound_are_ignored_and_counted() -> None:
+    core = new_core(max_pending_resends=3)
+    finished_stream(core, 1, list(range(10)))
+    for _ in range(5):
+        core.receive_message(ResendRequest(1, (TokenRange(0, 1), TokenRange(2, 1))), 0.0)
+    assert len(of_type(drain(core, 1000, 0.0), TokenChunk)) == 2
+    assert core.counters.resend_requests_ignored == 4
 
 
 def test_error_reports_are_bounded_and_counted() -> None:
@@ -630,9 +727,13 @@ class Station:
             if isinstance(event, MessageReceived):
                 self.messages.append(event.message)
                 self._changed.set()
+        self._transmit()  # FOP-1 sends on the CLCW that came down
 
     def send(self, message: Message) -> None:
-        self.endpoint.send(message)
+        self.endpoint.send(message, asyncio.get_running_loop().time())
+        self._transmit()
+
+    def _transmit(self) -> None:
         for cltu in self.endpoint.data_to_send():
             self.link.send(cltu)
 

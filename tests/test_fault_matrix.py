@@ -1,0 +1,259 @@
+"""The fault matrix: the whole system on a virtual clock under each impairment.
+
+Every row runs one 200-token answer through :func:`~linkstack.mission.simulate` on
+the s-band profile (64 kbit/s up, 2 Mbit/s down, 3 ms one way) with a fixed seed and
+checks the issue's invariants:
+
+* every command the ground sent was executed on board at most once and in order,
+  and only commands that COP-1 gave up on (an alert purged them) are missing;
+* every generated id reached the ground once and in order (``received_ids ==
+  generated_ids``);
+* the counters that explain what happened are pinned exactly (retransmitted TC
+  frames, corrected R-S symbols, uncorrectable codeblocks, duplicate ids dropped,
+  ResendRequests and the ids they asked for, ids resent, tokens lost).
+
+A cheap deterministic generator stands in for the model in most rows; the rows
+marked ``model`` run the embedded Qwen-3 (no stop id, so 200 ids exactly).
+``bench/bench_fault_matrix.py`` prints the same rows as the table of
+``docs/fault_matrix.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from linkstack.channel import ChannelConfig, Outage, link_profile
+from linkstack.inference_protocol import GenerationParams as WireParams
+from linkstack.mission import MissionConfig, MissionResult, simulate
+from onboard.generation import FinishReason, GenerationResult, GenerationTiming
+from onboard.service import Job
+
+if TYPE_CHECKING:
+    from linkstack.mission import Generate
+    from onboard.model import ModelHandle
+
+TOKENS = 200
+PROMPT = (151644, 872, 198, 9707, 30, 151645, 198, 151644, 77091, 198)
+SEED = 7
+#: Longer than R-S(255,223) interleaved 5 deep corrects: 17 symbols per codeword.
+BURST_BITS = 8 * (17 * 5 + 1)
+
+
+def fake_generate(job: Job) -> GenerationResult:
+    """200 ids from the job alone: a stand-in for the model, as deterministic and free."""
+    count = job.params.max_new_tokens
+    base = sum(job.prompt_ids) + 7919 * job.request_id
+    ids = tuple((base + 104_729 * i) % 151_643 for i in range(count))
+    return GenerationResult(
+        prompt_ids=job.prompt_ids,
+        generated_ids=ids,
+        finish_reason=FinishReason.MAX_TOKENS,
+        params=job.params,
+        timing=GenerationTiming(first_token_s=0.0, decode_s=0.0, tokens=count),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the matrix: what the channels do, both ways."""
+
+    name: str
+    description: str
+    uplink: ChannelConfig
+    downlink: ChannelConfig
+
+    def config(self) -> MissionConfig:
+        return MissionConfig(
+            uplink=self.uplink, downlink=self.downlink, seed=SEED, time_limit_s=900.0
+        )
+
+
+def _row(name: str, description: str, *, up: Any = None, **both: Any) -> Row:
+    profile = link_profile("s-band")
+    changes = {"ber": 0.0, **both}
+    uplink = dataclasses.replace(profile.uplink, **(changes if up is None else up))
+    return Row(name, description, uplink, dataclasses.replace(profile.downlink, **changes))
+
+
+def matrix_rows() -> list[Row]:
+    """The rows of the matrix, in the order of the table."""
+    return [
+        _row("clean", "no impairment"),
+        _row("ber-1e-5", "random bit errors, raw BER 1e-5 both ways", ber=1e-5),
+        _row("ber-1e-4", "random bit errors, raw BER 1e-4 both ways", ber=1e-4),
+        _row("ber-1e-3", "random bit errors, raw BER 1e-3 both ways", ber=1e-3),
+        _row(
+            "bursts",
+            f"5 % of units hit by a {BURST_BITS}-bit burst (beyond R-S and BCH)",
+            burst_probability=0.05,
+            burst_length_bits=BURST_BITS,
+        ),
+        _row("loss-1", "1 % of units lost each way", loss_probability=0.01),
+        _row("loss-10", "10 % of units lost each way", loss_probability=0.10),
+        _row("loss-30", "30 % of units lost each way", loss_probability=0.30),
+        _row(
+            "dup-reorder",
+            "10 % of units duplicated, 10 % reordered, each way",
+            duplicate_probability=0.1,
+            reorder_probability=0.1,
+        ),
+        _row(
+            "outage-120s",
+            "both ways dead from 1 s to 121 s (mid-answer)",
+            outages=(Outage(1.0, 120.0),),
+        ),
+        _row(
+            "uplink-lost",
+            "uplink dead from 0.5 s to 60.5 s, downlink up with 10 % loss",
+            up={"ber": 0.0, "outages": (Outage(0.5, 60.0),)},
+            loss_probability=0.10,
+        ),
+    ]
+
+
+ROWS = {row.name: row for row in matrix_rows()}
+PARAMS = WireParams.from_floats(max_new_tokens=TOKENS, seed=1)
+
+
+def run_row(row: Row, generate: Generate = fake_generate) -> MissionResult:
+    return simulate(PROMPT, PARAMS, generate, row.config())
+
+
+def commands_lost(result: MissionResult) -> int:
+    """Commands sent but never executed; raises if any ran twice or out of order."""
+    sent = list(result.commands_sent)
+    matched = 0
+    position = 0
+    for command in result.commands_executed:
+        while position < len(sent) and sent[position] != command:
+            position += 1
+        assert position < len(sent), f"{command} executed twice or out of order"
+        position += 1
+        matched += 1
+    return len(sent) - matched
+
+
+def summary(result: MissionResult) -> dict[str, int]:
+    """The counters each row pins."""
+    return {
+        "tc_retransmitted": result.ground.tc_frames_retransmitted,
+        "cop1_alerts": result.ground.cop1_alerts,
+        "commands_lost": commands_lost(result),
+        "rs_corrected": result.ground.rs_corrected_symbols,
+        "rs_uncorrectable": result.ground.rs_uncorrectable,
+        "duplicate_ids": result.assembly.duplicate_ids,
+        "resend_requests": result.recovery.resend_requests,
+        "ids_requested": result.recovery.ids_requested,
+        "ids_resent": result.onboard.ids_resent,
+        "ends_resent": result.onboard.ends_resent,
+        "tokens_lost": result.recovery.tokens_lost,
+    }
+
+
+def _expect(**counts: int) -> dict[str, int]:
+    base = dict.fromkeys(
+        (
+            "tc_retransmitted",
+            "cop1_alerts",
+            "commands_lost",
+            "rs_corrected",
+            "rs_uncorrectable",
+            "duplicate_ids",
+            "resend_requests",
+            "ids_requested",
+            "ids_resent",
+            "ends_resent",
+            "tokens_lost",
+        ),
+        0,
+    )
+    unknown = set(counts) - set(base)
+    if unknown:
+        raise KeyError(unknown)
+    return {**base, **counts}
+
+
+#: Exact outcome of each row with the seed above (fake generator).
+EXPECTED: dict[str, dict[str, int]] = {
+    "clean": _expect(),
+    "ber-1e-5": _expect(rs_corrected=48),
+    "ber-1e-4": _expect(rs_corrected=417),
+    "ber-1e-3": _expect(rs_corrected=4104),
+    "bursts": _expect(
+        tc_retransmitted=1, rs_uncorrectable=20, resend_requests=11, ids_requested=13, ids_resent=13
+    ),
+    "loss-1": _expect(),
+    "loss-10": _expect(tc_retransmitted=1, resend_requests=8, ids_requested=23, ids_resent=23),
+    "loss-30": _expect(
+        tc_retransmitted=5, resend_requests=9, ids_requested=145, ids_resent=145, ends_resent=2
+    ),
+    "dup-reorder": _expect(duplicate_ids=17),
+    "outage-120s": _expect(
+        tc_retransmitted=53,
+        cop1_alerts=5,
+        commands_lost=1,
+        resend_requests=2,
+        ids_requested=216,
+        ids_resent=108,
+        ends_resent=1,
+    ),
+    "uplink-lost": _expect(
+        tc_retransmitted=27,
+        cop1_alerts=3,
+        commands_lost=1,
+        resend_requests=2,
+        ids_requested=14,
+        ids_resent=13,
+    ),
+}
+
+
+def check_invariants(result: MissionResult) -> None:
+    assert result.error is None, result.error
+    assert len(result.generated_ids) == TOKENS
+    assert result.received_ids == result.generated_ids
+    assert result.match
+    assert result.lost == ()
+    assert result.finish_reason == "max_tokens"
+    # The request was executed exactly once, first; EndAck freed the record.
+    assert result.commands_executed[0] == result.commands_sent[0]
+    assert [type(c).__name__ for c in result.commands_executed].count("PromptRequest") == 1
+    assert result.recovery.end_acks == 1
+    assert result.onboard.end_acks == 1
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_row(name: str) -> None:
+    result = run_row(ROWS[name])
+    check_invariants(result)
+    assert summary(result) == EXPECTED[name]
+
+
+@pytest.fixture(scope="module")
+def model_generate(embedded_model: ModelHandle) -> Callable[[Job], GenerationResult]:
+    from onboard.generation import generate
+
+    def run(job: Job) -> GenerationResult:
+        return generate(embedded_model, job.prompt_ids, job.params)
+
+    return run
+
+
+@pytest.mark.parametrize("name", ["clean", "ber-1e-4", "loss-10", "outage-120s"])
+def test_row_with_the_embedded_model(
+    name: str, model_generate: Callable[[Job], GenerationResult]
+) -> None:
+    result = run_row(ROWS[name], model_generate)
+    check_invariants(result)
+    # The link does not care what the ids are: the same counters as the fake.
+    assert summary(result) == EXPECTED[name]
+
+
+def test_the_matrix_is_deterministic() -> None:
+    row = ROWS["loss-30"]
+    assert run_row(row) == run_row(row)

@@ -21,8 +21,14 @@ Downlink (spacecraft -> ground)::
 COP-1 (CCSDS 232.1-B-2) makes the uplink reliable: every message goes up in Type-AD
 frames unless sent ``expedited`` (Type-BD); the ground initiates the AD service with
 Set V(R) on its first message, so a spacecraft that outlived an earlier ground
-session is resynchronized rather than locked out.  After an alert (transmission
-limit, T1) the FOP-1 is initiated again the same way.
+session is resynchronized rather than locked out.  Transmission_Limit is sized to
+ride out a loss of signal (100 x T1 = 200 s by default): FOP-1 keeps the command and
+retransmits it blindly until the spacecraft is heard again, so no command is dropped
+and none executed twice across such an outage.  Past it, FOP-1 alerts (the command
+is then reported lost, never silently) and is initiated again with Set V(R).
+(Timeout_Type 1, suspend and resume, is no help here: a resumed FOP-1 keeps its
+Transmission_Count at the limit and suspends again at the next T1 unless a CLCW
+acknowledges something, which a frame lost in the outage never gets.)
 """
 
 from __future__ import annotations
@@ -106,8 +112,8 @@ class LinkConfig:
     farm_window: int = 20
     #: FOP-1 T1_Initial (5.1.9): longer than a round trip plus the CLCW report delay.
     fop_t1: float = 2.0
-    #: FOP-1 Transmission_Limit (5.1.10).
-    fop_transmission_limit: int = 10
+    #: FOP-1 Transmission_Limit (5.1.10): with T1, the longest outage survived.
+    fop_transmission_limit: int = 100
 
     @property
     def tc(self) -> TcVcConfig:

@@ -55,6 +55,7 @@ from linkstack.inference_protocol import (
     encode_message,
 )
 from linkstack.inference_protocol import GenerationParams as WireParams
+from linkstack.sdls import LinkSecurity
 from linkstack.space_packet import PRIMARY_HEADER_LENGTH
 from linkstack.tm_frame import FramesLost
 from onboard.generation import FinishReason, GenerationResult
@@ -159,14 +160,22 @@ class _Release:
 class Mission:
     """Ground station, link and spacecraft wired together on a virtual clock."""
 
-    def __init__(self, config: MissionConfig, generate: Generate) -> None:
+    def __init__(
+        self,
+        config: MissionConfig,
+        generate: Generate,
+        *,
+        security: tuple[LinkSecurity, LinkSecurity] | None = None,
+    ) -> None:
+        """``security``: SDLS for (ground, spacecraft), or None for a link in the clear."""
         self.config = config
         self._generate = generate
         seeds = random.Random(config.seed)
         self.uplink = Channel(config.uplink, random.Random(seeds.getrandbits(64)))
         self.downlink = Channel(config.downlink, random.Random(seeds.getrandbits(64)))
-        self.ground = GroundEndpoint(config.link)
-        self.spacecraft = SpacecraftEndpoint(config.link)
+        ground_security, spacecraft_security = security or (None, None)
+        self.ground = GroundEndpoint(config.link, ground_security)
+        self.spacecraft = SpacecraftEndpoint(config.link, spacecraft_security)
         self.now = 0.0
         self.core = OnboardCore(config.core, now=self.now)
         rate = config.downlink.rate_bps
@@ -446,9 +455,10 @@ def simulate(
     config: MissionConfig,
     *,
     request_id: int = 1,
+    security: tuple[LinkSecurity, LinkSecurity] | None = None,
 ) -> MissionResult:
     """One request through the whole system on a virtual clock."""
-    mission = Mission(config, generate)
+    mission = Mission(config, generate, security=security)
     return mission.run_request(
         PromptRequest(request_id=request_id, params=params, prompt_ids=prompt_ids)
     )

@@ -31,6 +31,7 @@ from linkstack.errors import LinkError, LocalProtocolError
 if TYPE_CHECKING:
     from groundstation.station import Answer
     from linkstack.inference_protocol import GenerationParams
+    from linkstack.recording import SessionRecorder
     from linkstack.tokenizer import Tokenizer
 
 EXIT_OK: Final = 0
@@ -101,7 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for the whole answer (default {DEFAULT_TIMEOUT_S:g})",
     )
     ask.add_argument("-v", "--verbose", action="store_true", help="log link events on stderr")
+    ask.add_argument(
+        "--capture",
+        metavar="FILE.pcapng",
+        help="record the session: CLTUs as sent, CADUs as received, Space Packets",
+    )
     ask.set_defaults(handler=_ask)
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay a recorded session through the ground side, on the recorded times",
+        description="Feed the CADUs of a capture (linkstack pcapng) through a fresh ground"
+        " station at their recorded times and print the conversation as `ask` printed it;"
+        " or decode a plain file of concatenated CADUs.",
+    )
+    replay.add_argument(
+        "file", metavar="FILE", help="a .pcapng written with --capture, or concatenated CADUs"
+    )
+    replay.add_argument("--json", action="store_true", help="print one JSON object per request")
+    replay.add_argument(
+        "--model",
+        default=None,
+        metavar="SPEC",
+        help="whose tokenizer (default: the model the capture names, else embedded)",
+    )
+    replay.add_argument("-v", "--verbose", action="store_true", help="log link events on stderr")
+    replay.set_defaults(handler=_replay)
     return parser
 
 
@@ -197,16 +223,18 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         raise _UsageError(f"prompt: {exc}") from exc
 
     live = None if args.json else stdout
-    answer = asyncio.run(
-        _exchange(
-            args.link,
-            tokenizer=tokenizer,
-            prompt_ids=prompt_ids,
-            params=params,
-            timeout=args.timeout,
-            live=live,
+    with _recorder(args) as recorder:
+        answer = asyncio.run(
+            _exchange(
+                args.link,
+                tokenizer=tokenizer,
+                prompt_ids=prompt_ids,
+                params=params,
+                timeout=args.timeout,
+                live=live,
+                recorder=recorder,
+            )
         )
-    )
     if args.json:
         record = answer_record(
             answer, params, link=args.link, model=args.model, chat=not args.no_chat
@@ -226,6 +254,69 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _recorder(
+    args: argparse.Namespace,
+) -> contextlib.AbstractContextManager[SessionRecorder | None]:
+    """``--capture``: the ground's recorder on the running loop's clock."""
+    from linkstack.capture import session_metadata
+    from linkstack.cli.capture import open_recorder
+    from linkstack.endpoints import LinkConfig
+
+    metadata = session_metadata(
+        LinkConfig(),
+        seed=args.seed,
+        side="ground",
+        program="groundstation ask",
+        link_url=args.link,
+        model=args.model,
+        chat=not args.no_chat,
+        timeout_s=args.timeout,
+        prompt=args.prompt,
+    )
+    return open_recorder(
+        args.capture, metadata, side="ground", clock=lambda: asyncio.get_running_loop().time()
+    )
+
+
+def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """``groundstation replay FILE``: the recorded conversation, replayed."""
+    from groundstation.replay import replay_file
+
+    model, outcome = replay_file(args.file, model=args.model, tokenizer_for=_load_tokenizer)
+    if outcome is None:
+        return EXIT_OK  # pragma: no cover - replay_file returns a result or raises
+    if isinstance(outcome, dict):  # a plain CADU stream
+        if args.json:
+            stdout.write(json.dumps(outcome, ensure_ascii=False) + "\n")
+        else:
+            for stream in outcome["streams"]:
+                stdout.write(f"request {stream['request_id']}: {stream['text']}\n")
+            stderr.write(
+                f"groundstation: {len(outcome['streams'])} stream(s),"
+                f" {outcome['counters']['frames_received']} frames,"
+                f" {outcome['counters']['dropped']} dropped (tokenizer {model})\n"
+            )
+        return EXIT_OK
+    status = EXIT_OK
+    for answer, record in zip(outcome.answers, outcome.records, strict=True):
+        if args.json:
+            stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            stdout.write(answer.text + "\n")
+            stderr.write(f"groundstation: {answer_summary(answer)}\n")
+        if answer.error is not None:
+            stderr.write(f"groundstation: {answer.error}\n")
+            status = EXIT_FAILED
+        elif _finish_name(answer.finish_reason) == "cancelled":
+            status = EXIT_FAILED
+    if any(record["replay"]["uplink"]["identical"] is False for record in outcome.records):
+        stderr.write(
+            "groundstation: the replayed ground sent other CLTUs than the recorded ones"
+            f" ({len(outcome.uplink_replayed)} replayed, {len(outcome.uplink_recorded)} recorded)\n"
+        )
+    return status
+
+
 async def _exchange(
     url: str,
     *,
@@ -234,6 +325,7 @@ async def _exchange(
     params: GenerationParams,
     timeout: float,
     live: TextIO | None,
+    recorder: SessionRecorder | None = None,
 ) -> Answer:
     from groundstation.station import GroundStation, Update
     from linkstack.aio import open_link
@@ -241,12 +333,21 @@ async def _exchange(
     station = GroundStation(tokenizer)
     try:
         link = await asyncio.wait_for(
-            open_link(url, role="ground", on_receive=station.on_receive), timeout
+            open_link(
+                url,
+                role="ground",
+                on_receive=station.on_receive
+                if recorder is None
+                else recorder.receiver(station.on_receive),
+            ),
+            timeout,
         )
     except (OSError, TimeoutError) as exc:
         raise _RunError(f"cannot open link {url}: {exc or 'timed out'}") from exc
     try:
-        station.attach(link)
+        if recorder is not None:
+            station.endpoint.packet_tap = recorder.tap
+        station.attach(link if recorder is None else recorder.link(link))
 
         shown = live
 

@@ -25,6 +25,7 @@ from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
     from linkstack.aio import TcpLink, UdpLink
+    from linkstack.recording import SessionRecorder
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="S",
         help="seconds between Housekeeping messages (default 10)",
+    )
+    serve.add_argument(
+        "--capture",
+        metavar="FILE.pcapng",
+        help="record the session on board: CLTUs as received, CADUs as sent, Space Packets",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(handler=_serve)
@@ -229,6 +235,37 @@ def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
 
 async def _serve_link(args: argparse.Namespace, handle: Any, stderr: TextIO) -> int:
     import asyncio
+
+    from linkstack.capture import session_metadata
+    from linkstack.cli.capture import open_recorder
+    from linkstack.endpoints import LinkConfig
+
+    metadata = session_metadata(
+        LinkConfig(),
+        side="spacecraft",
+        program="onboard serve",
+        link_url=args.link,
+        model=args.model,
+    )
+    loop = asyncio.get_running_loop()
+    with open_recorder(
+        args.capture,
+        metadata,
+        side="spacecraft",
+        clock=loop.time,
+        split_cltus=args.link.startswith("tcp:"),
+    ) as recorder:
+        try:
+            return await _serve_recorded(args, handle, stderr, recorder)
+        finally:
+            if recorder is not None:
+                recorder.flush(loop.time())
+
+
+async def _serve_recorded(
+    args: argparse.Namespace, handle: Any, stderr: TextIO, recorder: SessionRecorder | None
+) -> int:
+    import asyncio
     import signal
 
     from linkstack.aio import LinkAddress, open_link
@@ -241,10 +278,18 @@ async def _serve_link(args: argparse.Namespace, handle: Any, stderr: TextIO) -> 
         downlink_rate_bps=args.downlink_rate,
     )
     try:
-        link = await open_link(args.link, role="spacecraft", on_receive=service.on_receive)
+        link = await open_link(
+            args.link,
+            role="spacecraft",
+            on_receive=service.on_receive
+            if recorder is None
+            else recorder.receiver(service.on_receive),
+        )
     except OSError as exc:
         raise LinkOpenError(f"cannot open {args.link}: {exc}") from exc
-    service.attach(link)
+    if recorder is not None:
+        service.endpoint.packet_tap = recorder.tap
+    service.attach(link if recorder is None else recorder.link(link))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

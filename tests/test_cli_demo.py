@@ -125,3 +125,31 @@ def test_the_console_script_runs_the_demo(tmp_path: object) -> None:
     assert done.returncode == 0, done.stderr.decode()
     record = json.loads(done.stdout)
     assert record["match"] is True and len(record["received_ids"]) == 6
+
+
+def test_demo_json_counts_the_recovery_of_a_lossy_link(
+    embedded_model: ModelHandle, xdg_cache_home: object
+) -> None:
+    options = ["--profile", "s-band", "--drop", "0.1", "--seed", "3", "--no-chat"]
+    code, out, err = run_demo("--json", "--max-new-tokens", "40", *options, "Hi there")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["match"] is True
+    assert tuple(record["generated_ids"]) == reference(embedded_model, record)
+    recovery = record["recovery"]
+    assert set(recovery) == {
+        "tc_frames_retransmitted",
+        "cop1_alerts",
+        "resend_requests",
+        "token_ranges_requested",
+        "token_ids_requested",
+        "token_ids_resent",
+        "ends_resent",
+        "end_acks",
+        "tokens_lost",
+        "lost_ranges",
+        "duplicate_ids_dropped",
+    }
+    assert recovery["end_acks"] == 1
+    assert recovery["tokens_lost"] == 0 and recovery["lost_ranges"] == []
+    assert record["channels"]["downlink"]["units_lost"] > 0

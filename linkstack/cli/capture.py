@@ -12,12 +12,21 @@ error (exit 1, one line on stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
-from linkstack.capture import CaptureError, CaptureSummary, read_capture, summarize
+from linkstack.capture import (
+    CaptureError,
+    CaptureSummary,
+    CaptureWriter,
+    read_capture,
+    summarize,
+)
 from linkstack.cli.main import EXIT_OK, CliError, Streams
+from linkstack.errors import LocalProtocolError
+from linkstack.recording import SessionRecorder, Side
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +59,42 @@ def run_info(args: argparse.Namespace, io: Streams) -> int:
         text = _text(args.file, summary)
     io.stdout.write(text.encode())
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def open_recorder(
+    path: str | None,
+    metadata: Mapping[str, object],
+    *,
+    side: Side,
+    clock: Callable[[], float],
+    record_packets: bool = True,
+    split_cltus: bool = False,
+) -> Iterator[SessionRecorder | None]:
+    """``--capture PATH``: a :class:`SessionRecorder` writing to PATH for the duration
+    of the block (None when ``path`` is None).  A file that cannot be written raises
+    :class:`LocalProtocolError` naming it."""
+    if path is None:
+        yield None
+        return
+    try:
+        stream = open(path, "wb")  # noqa: SIM115 - closed below, after the session
+    except OSError as exc:
+        raise LocalProtocolError(f"--capture {path}: {exc.strerror or exc}") from exc
+    try:
+        writer = CaptureWriter(stream, metadata)
+        yield SessionRecorder(
+            writer,
+            side=side,
+            clock=clock,
+            record_packets=record_packets,
+            split_cltus=split_cltus,
+        )
+    finally:
+        try:
+            stream.close()
+        except OSError as exc:  # pragma: no cover - a full disk at close
+            raise LocalProtocolError(f"--capture {path}: {exc.strerror or exc}") from exc
 
 
 def _counts(counts: Mapping[str, int]) -> str:

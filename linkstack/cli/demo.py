@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from groundstation.station import Answer, Update
     from linkstack.aio import LoopbackLink
     from linkstack.inference_protocol import GenerationParams
+    from linkstack.recording import SessionRecorder
     from onboard.model import ModelHandle
 
 DEFAULT_PROMPT = "Hello from the ground station. What do you see from orbit?"
@@ -97,6 +99,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="give up after S s"
     )
     demo.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    demo.add_argument(
+        "--capture",
+        metavar="FILE.pcapng",
+        help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets",
+    )
     demo.set_defaults(handler=run)
 
 
@@ -149,9 +156,19 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             f"linkstack demo: {handle.description}; profile {args.profile}; "
             f"{len(prompt_ids)} prompt ids up\n"
         )
-    record = asyncio.run(
-        _demo(args, io, handle, prompt_ids, params, uplink=uplink, downlink=downlink)
-    )
+    with _recorder(args, uplink, downlink) as recorder:
+        record = asyncio.run(
+            _demo(
+                args,
+                io,
+                handle,
+                prompt_ids,
+                params,
+                uplink=uplink,
+                downlink=downlink,
+                recorder=recorder,
+            )
+        )
     if args.json:
         io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     io.stdout.flush()
@@ -164,6 +181,35 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     return EXIT_OK
 
 
+def _recorder(
+    args: argparse.Namespace, uplink: ChannelConfig, downlink: ChannelConfig
+) -> contextlib.AbstractContextManager[SessionRecorder | None]:
+    """``--capture``: the ground end's recorder on the running loop's clock."""
+    from linkstack.capture import session_metadata
+    from linkstack.channel import LinkProfile
+    from linkstack.cli.capture import open_recorder
+    from linkstack.endpoints import LinkConfig
+
+    metadata = session_metadata(
+        LinkConfig(),
+        profile=LinkProfile(args.profile, uplink, downlink),
+        seed=args.seed,
+        side="ground",
+        program="linkstack demo",
+        link_url=f"loopback:{args.profile}",
+        model=args.model,
+        chat=not args.no_chat,
+        timeout_s=args.timeout,
+        prompt=args.prompt,
+    )
+    return open_recorder(
+        args.capture,
+        metadata,
+        side="ground",
+        clock=lambda: asyncio.get_running_loop().time(),
+    )
+
+
 async def _demo(
     args: argparse.Namespace,
     io: Streams,
@@ -173,6 +219,7 @@ async def _demo(
     *,
     uplink: ChannelConfig,
     downlink: ChannelConfig,
+    recorder: SessionRecorder | None = None,
 ) -> dict[str, Any]:
     from groundstation.cli import answer_summary
     from groundstation.station import GroundStation
@@ -182,18 +229,24 @@ async def _demo(
 
     config = LinkConfig()
     station = GroundStation(handle.tokenizer, config=config)
+    made: dict[int, tuple[int, ...]] = {}  # the ground's EndAck frees the core's copy
     service = OnboardService.for_model(
-        handle, link_config=config, downlink_rate_bps=downlink.rate_bps
+        handle,
+        link_config=config,
+        downlink_rate_bps=downlink.rate_bps,
+        on_generated=made.__setitem__,
     )
     link = LoopbackLink(
         uplink=uplink,
         downlink=downlink,
         seed=args.seed,
-        to_ground=station.on_receive,
+        to_ground=station.on_receive if recorder is None else recorder.receiver(station.on_receive),
         to_spacecraft=service.on_receive,
     )
     service.attach(link.spacecraft)
-    station.attach(link.ground)
+    if recorder is not None:
+        station.endpoint.packet_tap = recorder.tap
+    station.attach(link.ground if recorder is None else recorder.link(link.ground))
     transmitter = asyncio.create_task(service.run())
 
     def show(update: Update) -> None:
@@ -201,18 +254,48 @@ async def _demo(
             io.stdout.write(update.text.encode())
             io.stdout.flush()
 
+    asking = asyncio.create_task(
+        station.ask(prompt_ids, params, on_update=show, timeout=args.timeout)
+    )
     try:
-        answer = await station.ask(prompt_ids, params, on_update=show, timeout=args.timeout)
+        # The onboard transmitter never ends by itself: if it does, it failed, and the
+        # ground would otherwise wait for its timeout on a dead downlink.
+        await asyncio.wait({asking, transmitter}, return_when=asyncio.FIRST_COMPLETED)
+        if not asking.done():
+            asking.cancel()
+            failure = transmitter.exception()
+            raise CliError(f"the onboard downlink stopped: {failure!r}")
+        answer = asking.result()
     finally:
         transmitter.cancel()
-        await asyncio.gather(transmitter, return_exceptions=True)
+        await asyncio.gather(transmitter, asking, return_exceptions=True)
         service.close()
         link.close()
-    generated = service.core.sent_ids(answer.request_id) or ()
+    generated = made.get(answer.request_id, ())
     if not args.json:
         io.stdout.write(b"\n")
         io.stderr.write(f"linkstack demo: {answer_summary(answer)}\n")
-    return _record(args, answer, params=params, generated=generated, link=link, service=service)
+    record = _record(args, answer, params=params, generated=generated, link=link, service=service)
+    record["recovery"] = _recovery_record(answer, station, service)
+    return record
+
+
+def _recovery_record(answer: Answer, station: Any, service: Any) -> dict[str, Any]:
+    """What the link and the recovery did to get the answer whole (docs/protocol.md §10)."""
+    recovery, onboard = station.recovery_counters, service.core.counters
+    return {
+        "tc_frames_retransmitted": answer.counters.tc_frames_retransmitted,
+        "cop1_alerts": answer.counters.cop1_alerts,
+        "resend_requests": recovery.resend_requests,
+        "token_ranges_requested": recovery.ranges_requested,
+        "token_ids_requested": recovery.ids_requested,
+        "token_ids_resent": onboard.ids_resent,
+        "ends_resent": onboard.ends_resent,
+        "end_acks": recovery.end_acks,
+        "tokens_lost": recovery.tokens_lost,
+        "lost_ranges": [[r.first_index, r.count] for r in answer.lost],
+        "duplicate_ids_dropped": answer.stats.duplicate_ids,
+    }
 
 
 def _record(

@@ -1,0 +1,509 @@
+"""Replay of a recorded session through the ground side: ``groundstation replay``.
+
+A linkstack capture (pcapng, :mod:`linkstack.capture`) holds everything a replay needs:
+the link configuration, the tokenizer's model spec and the request timeout in its
+metadata, the uplink (CLTUs and, unless the session was protected, the decoded Space
+Packets) and the downlink CADUs as received, each with its time.  :func:`replay_capture`
+
+1. takes the PromptRequests (request id, parameters, prompt ids) from the recorded
+   uplink Space Packets, or, when the capture holds none (a protected session), by
+   decoding the recorded CLTUs with the spacecraft's own decoders
+   (:class:`~linkstack.endpoints.SpacecraftEndpoint`);
+2. runs a fresh :class:`~groundstation.station.GroundStation` - the same endpoint,
+   FOP-1, token assembly and request bookkeeping as the live run - on an event loop
+   whose clock is the recording's (:class:`VirtualClockLoop`): each request is
+   submitted at its recorded time, each CADU fed at its recorded time, timers (the
+   request timeout, FOP-1 T1) fire at the virtual times they fall due.  Nothing waits;
+3. returns each request's :class:`~groundstation.station.Answer` and its ``--json``
+   record as ``groundstation ask`` prints it, plus what the replayed ground sent up
+   compared with the recorded CLTUs (``replay.uplink``).
+
+Deterministic: the same file gives the same output, every time, on every machine.
+
+What a replay reproduces of the live ground run, and what it cannot: see
+:data:`REPRODUCED_FIELDS` and :data:`TIMING_FIELDS`.  Fields of ``linkstack demo``'s
+record beyond the ground's (``generated_ids``, ``match``, ``spacecraft_counters``,
+``channels``, ``frames_sent``) are about the spacecraft and the simulated channel,
+which a ground-side capture does not see.
+
+:func:`replay_cadu_stream` replays a plain file of concatenated CADUs (as SDR tools
+write them): no times, no metadata, no requests, so it decodes with the default link
+configuration and reports the token streams it finds per request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import selectors
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from groundstation.assembler import TokenAssembler
+from groundstation.cli import _finish_name, answer_record
+from groundstation.station import Answer, GroundStation
+from linkstack.capture import (
+    Capture,
+    CaptureError,
+    Direction,
+    UnitKind,
+    read_cadu_file,
+    read_capture,
+)
+from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
+from linkstack.errors import LinkError, RemoteProtocolError
+from linkstack.inference_protocol import (
+    EndOfStream,
+    ErrorReport,
+    PromptRequest,
+    TokenChunk,
+    decode_message,
+)
+from linkstack.space_packet import SpacePacket
+from linkstack.tokenizer import Tokenizer
+
+__all__ = [
+    "REPRODUCED_FIELDS",
+    "TIMING_FIELDS",
+    "RecordedRequest",
+    "ReplayError",
+    "ReplayResult",
+    "VirtualClockLoop",
+    "comparable",
+    "recorded_requests",
+    "replay_cadu_stream",
+    "replay_capture",
+    "replay_file",
+]
+
+#: Fields of the ``groundstation ask --json`` record a replay reproduces exactly.
+REPRODUCED_FIELDS: Final = (
+    "link",
+    "model",
+    "params",
+    "request_id",
+    "prompt_ids",
+    "received_ids",
+    "text",
+    "finish_reason",
+    "error",
+    "complete",
+    "onboard",
+    "missing",
+    "reassembly",
+    "counters",
+    "drops",
+)
+#: Fields computed from times: the replay takes them from the recorded times, which
+#: are the live ones to the nanosecond (pcapng resolution) but for the few
+#: microseconds between the live station reading its clock for the request and for
+#: its timeout; equal within :data:`TIMING_TOLERANCE_S`.
+TIMING_FIELDS: Final = ("time_to_first_token_s", "total_s")
+TIMING_TOLERANCE_S: Final = 1e-3
+
+#: Slack after the last recorded unit before a request without a recorded timeout
+#: (a spacecraft-side capture) is given up.
+_NO_TIMEOUT_SLACK_S: Final = 1.0
+
+
+class ReplayError(LinkError):
+    """The file holds nothing a replay can use (no request, no CADU...)."""
+
+
+# -- the injected clock ----------------------------------------------------------------
+
+#: What a selector watches: a file descriptor or an object with ``fileno()``.
+_FileObject = Any
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """The loop's selector: real file descriptors (the loop's self-pipe) are polled
+    without waiting; where the loop would sleep until its next timer, the virtual
+    clock jumps there instead."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        self._real = selectors.DefaultSelector()
+        self._loop = loop
+
+    def register(
+        self, fileobj: _FileObject, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: _FileObject) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: _FileObject, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._real.select(0)
+        if ready or (timeout is not None and timeout <= 0):
+            return ready
+        if timeout is None:
+            raise ReplayError(
+                "virtual clock: nothing is scheduled and nothing can arrive (a deadlock)"
+            )
+        self._loop.advance(timeout)
+        return []
+
+    def close(self) -> None:
+        self._real.close()
+
+    def get_map(self) -> Mapping[_FileObject, selectors.SelectorKey]:
+        return self._real.get_map()
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on a virtual clock: ``time()`` moves only when the loop has
+    nothing to do but wait for a timer, and then jumps straight to it.
+
+    Everything run on it must be driven by the loop itself (no threads doing work in
+    real time): the replay, or a simulation whose work takes no virtual time.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._virtual_now = float(start)
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self._virtual_now += seconds
+
+    def set_time(self, when: float) -> None:
+        """Move the clock forward to ``when`` (never back)."""
+        self._virtual_now = max(self._virtual_now, float(when))
+
+
+async def _until(when: float) -> None:
+    """Let the loop run every timer due before ``when``, then stand at ``when``."""
+    loop = asyncio.get_running_loop()
+    if when > loop.time():
+        await asyncio.sleep(when - loop.time())
+    if isinstance(loop, VirtualClockLoop):
+        loop.set_time(when)
+
+
+# -- the recorded requests ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """A PromptRequest found in the capture and when it went up."""
+
+    t: float
+    request: PromptRequest
+    #: "packet" (a recorded uplink Space Packet) or "cltu" (decoded from the CLTUs).
+    source: str
+
+
+def _request_from_packet(raw: bytes) -> PromptRequest | None:
+    try:
+        packet = SpacePacket.from_bytes(raw)
+        message = decode_message(packet.apid, packet.data)
+    except RemoteProtocolError:
+        return None
+    return message if isinstance(message, PromptRequest) else None
+
+
+def recorded_requests(capture: Capture, config: LinkConfig) -> list[RecordedRequest]:
+    """The PromptRequests of the capture, in the order they went up."""
+    found = [
+        RecordedRequest(unit.t, request, "packet")
+        for unit in capture.units
+        if unit.kind is UnitKind.PACKET and unit.direction is Direction.UPLINK
+        if (request := _request_from_packet(unit.data)) is not None
+    ]
+    if found:
+        return found
+    # No plaintext packets recorded: decode the CLTUs as the spacecraft would.
+    spacecraft = SpacecraftEndpoint(config)
+    for unit in capture.units:
+        if unit.kind is not UnitKind.CLTU:
+            continue
+        spacecraft.receive_bytes(unit.data, unit.t)
+        spacecraft.end_of_stream(unit.t)  # each recorded CLTU is one carrier burst
+        while (event := spacecraft.next_event()) is not None:
+            if isinstance(event, MessageReceived) and isinstance(event.message, PromptRequest):
+                found.append(RecordedRequest(unit.t, event.message, "cltu"))
+    return found
+
+
+# -- replay of a capture --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay gave: one answer per recorded request, and the uplink check."""
+
+    answers: list[Answer]
+    #: One ``groundstation ask --json`` record per answer, with a ``replay`` entry.
+    records: list[dict[str, Any]]
+    #: CLTUs the replayed ground sent, (time, octets), and the recorded ones.
+    uplink_replayed: list[tuple[float, bytes]] = field(default_factory=list)
+    uplink_recorded: list[tuple[float, bytes]] = field(default_factory=list)
+
+    @property
+    def uplink_identical(self) -> bool:
+        """The replayed ground sent the recorded CLTUs, octet for octet, in order."""
+        return [d for _, d in self.uplink_replayed] == [d for _, d in self.uplink_recorded]
+
+
+class _ReplayLink:
+    """The ground's link during a replay: what it sends is kept, not sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), bytes(data)))
+
+    def close(self) -> None:
+        pass
+
+
+def _metadata_float(metadata: Mapping[str, object], key: str) -> float | None:
+    value = metadata.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+async def _replay(
+    capture: Capture,
+    tokenizer: Tokenizer,
+    config: LinkConfig,
+    requests: Sequence[RecordedRequest],
+) -> tuple[list[Answer], list[tuple[float, bytes]]]:
+    loop = asyncio.get_running_loop()
+    station = GroundStation(
+        tokenizer, config=config, first_request_id=requests[0].request.request_id
+    )
+    link = _ReplayLink()
+    station.attach(link)
+    cadus = [u for u in capture.units if u.kind is UnitKind.CADU]
+    last_t = max((u.t for u in capture.units), default=requests[-1].t)
+    recorded_timeout = _metadata_float(capture.metadata, "timeout_s")
+    # Requests before CADUs of the same time: a request is sent before what it causes.
+    schedule: list[tuple[float, int, int]] = sorted(
+        [(r.t, 0, i) for i, r in enumerate(requests)] + [(u.t, 1, i) for i, u in enumerate(cadus)]
+    )
+    answers: list[asyncio.Task[Answer]] = []
+    for t, kind, index in schedule:
+        await _until(t)
+        if kind == 1:
+            station.on_receive(cadus[index].data, t)
+            continue
+        request = requests[index].request
+        handle = station.submit(request.prompt_ids, request.params)
+        if handle.request_id != request.request_id:
+            raise ReplayError(
+                f"the recorded request ids are not in allocation order: request"
+                f" {request.request_id} replayed as {handle.request_id}"
+            )
+        timeout = recorded_timeout or (max(last_t - t, 0.0) + _NO_TIMEOUT_SLACK_S)
+        answers.append(loop.create_task(handle.answer(timeout)))
+    return [await task for task in answers], link.sent
+
+
+def replay_capture(
+    capture: Capture,
+    tokenizer: Tokenizer,
+    *,
+    config: LinkConfig | None = None,
+    source: str | None = None,
+) -> ReplayResult:
+    """Replay ``capture`` through a fresh ground station on the recorded times.
+
+    ``config`` overrides the link configuration of the metadata (the defaults when
+    the metadata has none); ``source`` names the file in the records.
+    """
+    config = config or capture.link_config() or LinkConfig()
+    requests = recorded_requests(capture, config)
+    if not requests:
+        raise ReplayError(
+            "the capture holds no PromptRequest (no uplink packet and no decodable CLTU):"
+            " nothing to replay"
+        )
+    if not any(u.kind is UnitKind.CADU for u in capture.units):
+        raise ReplayError("the capture holds no downlink CADU: nothing to replay")
+    start = min(requests[0].t, *(u.t for u in capture.units))
+    with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(start)) as runner:
+        answers, sent = runner.run(_replay(capture, tokenizer, config, requests))
+    metadata = capture.metadata
+    recorded = [(u.t, u.data) for u in capture.units if u.kind is UnitKind.CLTU]
+    result = ReplayResult(answers, [], sent, recorded)
+    link_url = metadata.get("link_url")
+    for answer, request in zip(answers, requests, strict=True):
+        record = answer_record(
+            answer,
+            request.request.params,
+            link=str(link_url) if link_url is not None else f"capture:{source or '-'}",
+            model=str(metadata.get("model", "embedded")),
+            chat=bool(metadata.get("chat", True)),
+        )
+        record["replay"] = {
+            "file": source,
+            "side": metadata.get("side"),
+            "request_from": request.source,
+            "units": len(capture.units),
+            "uplink": {
+                "recorded_cltus": len(recorded),
+                "replayed_cltus": len(sent),
+                # A spacecraft-side capture holds the CLTUs as received, not as sent.
+                "identical": result.uplink_identical if metadata.get("side") == "ground" else None,
+            },
+        }
+        result.records.append(record)
+    return result
+
+
+def comparable(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a live ``--json`` record a replay must reproduce exactly."""
+    return {key: record.get(key) for key in REPRODUCED_FIELDS}
+
+
+# -- replay of a plain CADU file -------------------------------------------------------
+
+
+def replay_cadu_stream(
+    chunks: Iterable[bytes],
+    tokenizer: Tokenizer,
+    *,
+    config: LinkConfig | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Decode a plain CADU stream as the ground would; one entry per request id seen.
+
+    No times (every ``now`` is 0), no requests (each stream is taken as it comes:
+    ``max_tokens`` unbounded until its EndOfStream).  Raises :class:`ReplayError`
+    when not one CADU decodes.
+    """
+    config = config or LinkConfig()
+    endpoint = GroundEndpoint(config)
+    assemblers: dict[int, TokenAssembler] = {}
+    errors: list[dict[str, Any]] = []
+    housekeeping = 0
+    octets = 0
+
+    def drain() -> None:
+        nonlocal housekeeping
+        while (event := endpoint.next_event()) is not None:
+            if not isinstance(event, MessageReceived):
+                continue
+            message = event.message
+            if isinstance(message, TokenChunk | EndOfStream):
+                assembler = assemblers.get(message.request_id)
+                if assembler is None:
+                    assembler = TokenAssembler(message.request_id, max_tokens=None, started_at=0.0)
+                    assemblers[message.request_id] = assembler
+                if isinstance(message, TokenChunk):
+                    assembler.receive_chunk(message, 0.0)
+                else:
+                    assembler.receive_end(message, 0.0)
+                while assembler.next_event() is not None:
+                    pass
+            elif isinstance(message, ErrorReport):
+                errors.append(
+                    {
+                        "request_id": message.request_id,
+                        "reason": message.reason.name,
+                        "detail": message.detail,
+                    }
+                )
+            else:
+                housekeeping += 1
+
+    for chunk in chunks:
+        octets += len(chunk)
+        endpoint.receive_bytes(chunk, 0.0)
+        drain()
+    endpoint.end_of_stream(0.0)
+    drain()
+    counters = endpoint.counters
+    if counters.frames_received == 0:
+        raise ReplayError(
+            f"no CADU found in {octets} octets: neither a linkstack capture nor a"
+            f" CADU stream of the default link (ASM 1ACFFC1D, R-S I={config.tm_coding.interleave},"
+            f" {config.tm_coding.cadu_length}-octet CADUs)"
+        )
+    streams = []
+    for request_id, assembler in sorted(assemblers.items()):
+        ids = assembler.delivered_ids
+        finish = assembler.finish_reason
+        streams.append(
+            {
+                "request_id": request_id,
+                "received_ids": list(ids),
+                "text": tokenizer.decode(ids, skip_special=True),
+                "finish_reason": _finish_name(finish),
+                "complete": assembler.complete and not assembler.missing_ranges(),
+                "missing": [[r.first_index, r.count] for r in assembler.missing_ranges()],
+                "reassembly": dataclasses.asdict(assembler.stats),
+            }
+        )
+    return {
+        "file": source,
+        "format": "cadu-stream",
+        "octets": octets,
+        "streams": streams,
+        "error_reports": errors,
+        "housekeeping_received": housekeeping,
+        "counters": dataclasses.asdict(counters),
+        "drops": dict(sorted(endpoint.drops.items())),
+    }
+
+
+# -- files -----------------------------------------------------------------------------
+
+#: pcapng Section Header Block type, libpcap magics (both byte orders, us and ns).
+_PCAP_MAGICS: Final = frozenset(
+    bytes.fromhex(m) for m in ("0a0d0d0a", "a1b2c3d4", "d4c3b2a1", "a1b23c4d", "4d3cb2a1")
+)
+
+
+def replay_file(
+    path: str,
+    *,
+    model: str | None,
+    tokenizer_for: Callable[[str], Tokenizer],
+) -> tuple[str, ReplayResult | dict[str, Any]]:
+    """Read ``path`` (a linkstack capture, else a plain CADU stream) and replay it.
+
+    Returns the tokenizer's model spec and the :class:`ReplayResult` of a capture or
+    the report of :func:`replay_cadu_stream`.  Every problem with the file raises
+    :class:`ReplayError` with one clear line naming the file.
+    """
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+            stream.seek(0)
+            if head in _PCAP_MAGICS:
+                capture = read_capture(stream)
+                chunks: list[bytes] | None = None
+            else:
+                capture = None
+                chunks = list(read_cadu_file(stream))
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except CaptureError as exc:
+        raise ReplayError(f"{path}: {exc}") from exc
+    if capture is None:
+        spec = model or "embedded"
+        assert chunks is not None
+        try:
+            return spec, replay_cadu_stream(chunks, tokenizer_for(spec), source=path)
+        except ReplayError as exc:
+            raise ReplayError(f"{path}: {exc}") from exc
+    recorded_model = capture.metadata.get("model")
+    spec = model or (recorded_model if isinstance(recorded_model, str) else "embedded")
+    try:
+        return spec, replay_capture(capture, tokenizer_for(spec), source=path)
+    except CaptureError as exc:
+        raise ReplayError(f"{path}: {exc}") from exc
+    except ReplayError as exc:
+        raise ReplayError(f"{path}: {exc}") from exc

@@ -13,6 +13,11 @@ run so that it is the same on every run and every machine:
 
 The demo's ``--json`` output is kept next to each capture as ``NAME.live.json``: the
 expected result the golden tests (tests/test_captures_golden.py) compare a replay with.
+
+The sessions of :data:`SDLS_SESSIONS` run with ``--keys`` on the committed test key
+file :data:`TEST_KEYS` (a test key, never to protect anything): copied to a fresh
+temporary directory with mode 0600 (git keeps no modes), so its counter files start
+fresh and the IVs are the same on every run.  Their captures hold ciphertext only.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "Hi there"
+#: The fixed SDLS key file of the protected sessions: a TEST key, committed on purpose.
+TEST_KEYS = HERE.parent / "tests" / "data" / "sdls-test-keys.json"
 
 #: name -> demo options (besides --json --capture and the prompt).
 SESSIONS: dict[str, list[str]] = {
@@ -58,7 +68,20 @@ SESSIONS: dict[str, list[str]] = {
         "--timeout",
         "3",
     ],
+    "s-band-sdls": ["--profile", "s-band", "--ber", "1e-5", "--max-new-tokens", "16"],
 }
+#: Sessions recorded with ``--keys`` (:data:`TEST_KEYS`): ciphertext only.
+SDLS_SESSIONS = frozenset({"s-band-sdls"})
+
+
+@contextlib.contextmanager
+def private_test_keys(directory: Path | None = None) -> Iterator[Path]:
+    """:data:`TEST_KEYS` copied into a fresh directory with mode 0600, counters fresh."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        path = Path(tmp) / TEST_KEYS.name
+        shutil.copyfile(TEST_KEYS, path)
+        os.chmod(path, 0o600)
+        yield path
 
 
 class _InlineExecutor(concurrent.futures.Executor):
@@ -120,7 +143,10 @@ def record(name: str, options: list[str], directory: Path = HERE) -> dict[str, A
 
     capture = directory / f"{name}.pcapng"
     stdout, stderr = io.BytesIO(), io.StringIO()
-    with deterministic_demo():
+    with contextlib.ExitStack() as stack:
+        if name in SDLS_SESSIONS:
+            options = [*options, "--keys", str(stack.enter_context(private_test_keys()))]
+        stack.enter_context(deterministic_demo())
         code = main(
             ["demo", "--json", "--capture", str(capture), "--device", "cpu", *options, PROMPT],
             Streams(io.BytesIO(), stdout, stderr),

@@ -31,6 +31,7 @@ from linkstack.errors import LinkError, LocalProtocolError
 if TYPE_CHECKING:
     from groundstation.station import Answer
     from linkstack.inference_protocol import GenerationParams
+    from linkstack.keystore import RoleSecurity
     from linkstack.recording import SessionRecorder
     from linkstack.tokenizer import Tokenizer
 
@@ -105,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--capture",
         metavar="FILE.pcapng",
-        help="record the session: CLTUs as sent, CADUs as received, Space Packets",
+        help="record the session: CLTUs as sent, CADUs as received, Space Packets"
+        " (with --keys: ciphertext only)",
+    )
+    ask.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="SDLS key file (linkstack keys generate): protect the uplink and verify the"
+        " downlink; IV counters are kept in PATH.ground.counters",
     )
     ask.set_defaults(handler=_ask)
 
@@ -125,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SPEC",
         help="whose tokenizer (default: the model the capture names, else embedded)",
+    )
+    replay.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="the SDLS key file of a protected session (its capture holds ciphertext only);"
+        " nothing is written next to it",
     )
     replay.add_argument("-v", "--verbose", action="store_true", help="log link events on stderr")
     replay.set_defaults(handler=_replay)
@@ -222,8 +236,14 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     except LocalProtocolError as exc:
         raise _UsageError(f"prompt: {exc}") from exc
 
+    keys: RoleSecurity | None = None
+    if args.keys is not None:
+        from linkstack.keystore import link_security
+
+        keys = link_security(args.keys, role="ground")
+
     live = None if args.json else stdout
-    with _recorder(args) as recorder:
+    with _recorder(args, keys) as recorder:
         answer = asyncio.run(
             _exchange(
                 args.link,
@@ -233,17 +253,27 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 timeout=args.timeout,
                 live=live,
                 recorder=recorder,
+                keys=keys,
             )
         )
+    if keys is not None:
+        keys.save_receive_state()
+    security = _security(keys is not None, answer)
     if args.json:
         record = answer_record(
             answer, params, link=args.link, model=args.model, chat=not args.no_chat
         )
+        record["security"] = security
         stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         if answer.text:
             stdout.write("\n")  # end the live line
         stderr.write(f"groundstation: {answer_summary(answer)}\n")
+        if keys is not None:
+            stderr.write(
+                f"groundstation: SDLS on; {security['mac_failures']} MAC failures,"
+                f" {security['replays']} replays, {security['unknown_spi']} unknown SPI\n"
+            )
     stdout.flush()
     if answer.error is not None:
         stderr.write(f"groundstation: {answer.error}\n")
@@ -254,10 +284,21 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _security(enabled: bool, answer: Answer) -> dict[str, Any]:
+    """The ``security`` entry of the ``--json`` record: SDLS refusals at the ground."""
+    from linkstack.keystore import security_record
+
+    return security_record(enabled, answer.drops)
+
+
 def _recorder(
-    args: argparse.Namespace,
+    args: argparse.Namespace, keys: RoleSecurity | None = None
 ) -> contextlib.AbstractContextManager[SessionRecorder | None]:
-    """``--capture``: the ground's recorder on the running loop's clock."""
+    """``--capture``: the ground's recorder on the running loop's clock.
+
+    A protected session (``keys``) records ciphertext only: no decoded Space Packets,
+    no prompt in the metadata, only which SPIs protected it.
+    """
     from linkstack.capture import session_metadata
     from linkstack.cli.capture import open_recorder
     from linkstack.endpoints import LinkConfig
@@ -271,10 +312,17 @@ def _recorder(
         model=args.model,
         chat=not args.no_chat,
         timeout_s=args.timeout,
-        prompt=args.prompt,
     )
+    if keys is None:
+        metadata["prompt"] = args.prompt
+    else:
+        metadata["security"] = keys.metadata()
     return open_recorder(
-        args.capture, metadata, side="ground", clock=lambda: asyncio.get_running_loop().time()
+        args.capture,
+        metadata,
+        side="ground",
+        clock=lambda: asyncio.get_running_loop().time(),
+        record_packets=keys is None,
     )
 
 
@@ -282,7 +330,9 @@ def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """``groundstation replay FILE``: the recorded conversation, replayed."""
     from groundstation.replay import replay_file
 
-    model, outcome = replay_file(args.file, model=args.model, tokenizer_for=_load_tokenizer)
+    model, outcome = replay_file(
+        args.file, model=args.model, tokenizer_for=_load_tokenizer, keys=args.keys
+    )
     if outcome is None:
         return EXIT_OK  # pragma: no cover - replay_file returns a result or raises
     if isinstance(outcome, dict):  # a plain CADU stream
@@ -326,11 +376,12 @@ async def _exchange(
     timeout: float,
     live: TextIO | None,
     recorder: SessionRecorder | None = None,
+    keys: RoleSecurity | None = None,
 ) -> Answer:
     from groundstation.station import GroundStation, Update
     from linkstack.aio import open_link
 
-    station = GroundStation(tokenizer)
+    station = GroundStation(tokenizer, security=None if keys is None else keys.security)
     try:
         link = await asyncio.wait_for(
             open_link(

@@ -38,6 +38,7 @@ import dataclasses
 import selectors
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from groundstation.assembler import TokenAssembler
@@ -60,6 +61,8 @@ from linkstack.inference_protocol import (
     TokenChunk,
     decode_message,
 )
+from linkstack.keystore import RoleSecurity, link_security, security_record
+from linkstack.sdls import LinkSecurity
 from linkstack.space_packet import SpacePacket
 from linkstack.tokenizer import Tokenizer
 
@@ -210,8 +213,11 @@ def _request_from_packet(raw: bytes) -> PromptRequest | None:
     return message if isinstance(message, PromptRequest) else None
 
 
-def recorded_requests(capture: Capture, config: LinkConfig) -> list[RecordedRequest]:
-    """The PromptRequests of the capture, in the order they went up."""
+def recorded_requests(
+    capture: Capture, config: LinkConfig, security: LinkSecurity | None = None
+) -> list[RecordedRequest]:
+    """The PromptRequests of the capture, in the order they went up; the CLTUs of a
+    protected session decode only with ``security`` (the spacecraft's)."""
     found = [
         RecordedRequest(unit.t, request, "packet")
         for unit in capture.units
@@ -221,7 +227,7 @@ def recorded_requests(capture: Capture, config: LinkConfig) -> list[RecordedRequ
     if found:
         return found
     # No plaintext packets recorded: decode the CLTUs as the spacecraft would.
-    spacecraft = SpacecraftEndpoint(config)
+    spacecraft = SpacecraftEndpoint(config, security)
     for unit in capture.units:
         if unit.kind is not UnitKind.CLTU:
             continue
@@ -230,6 +236,11 @@ def recorded_requests(capture: Capture, config: LinkConfig) -> list[RecordedRequ
         while (event := spacecraft.next_event()) is not None:
             if isinstance(event, MessageReceived) and isinstance(event.message, PromptRequest):
                 found.append(RecordedRequest(unit.t, event.message, "cltu"))
+    first_cltu = next((u.t for u in capture.units if u.kind is UnitKind.CLTU), None)
+    if found and first_cltu is not None:
+        # The first request opened the session: the ground sent its Set V(R) (a CLTU
+        # carrying no request) at once, the request's AD frame only after the CLCW.
+        found[0] = dataclasses.replace(found[0], t=min(found[0].t, first_cltu))
     return found
 
 
@@ -278,10 +289,14 @@ async def _replay(
     tokenizer: Tokenizer,
     config: LinkConfig,
     requests: Sequence[RecordedRequest],
+    security: LinkSecurity | None = None,
 ) -> tuple[list[Answer], list[tuple[float, bytes]]]:
     loop = asyncio.get_running_loop()
     station = GroundStation(
-        tokenizer, config=config, first_request_id=requests[0].request.request_id
+        tokenizer,
+        config=config,
+        first_request_id=requests[0].request.request_id,
+        security=security,
     )
     link = _ReplayLink()
     station.attach(link)
@@ -316,14 +331,32 @@ def replay_capture(
     *,
     config: LinkConfig | None = None,
     source: str | None = None,
+    keys: str | Path | None = None,
 ) -> ReplayResult:
     """Replay ``capture`` through a fresh ground station on the recorded times.
 
     ``config`` overrides the link configuration of the metadata (the defaults when
-    the metadata has none); ``source`` names the file in the records.
+    the metadata has none); ``source`` names the file in the records.  A protected
+    session (its metadata's ``security``) needs its key file, ``keys``: the ground
+    and the spacecraft's decoder of the CLTUs then run SDLS from it, the sending
+    counter from 1 as a fresh counter file has it, and nothing is written.
     """
     config = config or capture.link_config() or LinkConfig()
-    requests = recorded_requests(capture, config)
+    protection = capture.metadata.get("security")
+    if isinstance(protection, Mapping) and protection.get("protected") and keys is None:
+        spis = f"TC SPI {protection.get('tc_spi')}, TM SPI {protection.get('tm_spi')}"
+        raise ReplayError(
+            f"the session was protected with SDLS ({spis}) and the capture holds"
+            " ciphertext only: replay needs its key file, --keys PATH"
+        )
+    ground: RoleSecurity | None = None
+    spacecraft: RoleSecurity | None = None
+    if keys is not None:
+        ground = link_security(keys, role="ground", persist=False)
+        spacecraft = link_security(keys, role="spacecraft", persist=False)
+    requests = recorded_requests(
+        capture, config, None if spacecraft is None else spacecraft.security
+    )
     if not requests:
         raise ReplayError(
             "the capture holds no PromptRequest (no uplink packet and no decodable CLTU):"
@@ -333,7 +366,15 @@ def replay_capture(
         raise ReplayError("the capture holds no downlink CADU: nothing to replay")
     start = min(requests[0].t, *(u.t for u in capture.units))
     with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(start)) as runner:
-        answers, sent = runner.run(_replay(capture, tokenizer, config, requests))
+        answers, sent = runner.run(
+            _replay(
+                capture,
+                tokenizer,
+                config,
+                requests,
+                None if ground is None else ground.security,
+            )
+        )
     metadata = capture.metadata
     recorded = [(u.t, u.data) for u in capture.units if u.kind is UnitKind.CLTU]
     result = ReplayResult(answers, [], sent, recorded)
@@ -358,6 +399,7 @@ def replay_capture(
                 "identical": result.uplink_identical if metadata.get("side") == "ground" else None,
             },
         }
+        record["security"] = security_record(ground is not None, answer.drops)
         result.records.append(record)
     return result
 
@@ -376,15 +418,19 @@ def replay_cadu_stream(
     *,
     config: LinkConfig | None = None,
     source: str | None = None,
+    keys: str | Path | None = None,
 ) -> dict[str, Any]:
     """Decode a plain CADU stream as the ground would; one entry per request id seen.
+
+    ``keys``: the SDLS key file of a protected stream (nothing is written).
 
     No times (every ``now`` is 0), no requests (each stream is taken as it comes:
     ``max_tokens`` unbounded until its EndOfStream).  Raises :class:`ReplayError`
     when not one CADU decodes.
     """
     config = config or LinkConfig()
-    endpoint = GroundEndpoint(config)
+    ground = None if keys is None else link_security(keys, role="ground", persist=False)
+    endpoint = GroundEndpoint(config, None if ground is None else ground.security)
     assemblers: dict[int, TokenAssembler] = {}
     errors: list[dict[str, Any]] = []
     housekeeping = 0
@@ -471,6 +517,7 @@ def replay_file(
     *,
     model: str | None,
     tokenizer_for: Callable[[str], Tokenizer],
+    keys: str | Path | None = None,
 ) -> tuple[str, ReplayResult | dict[str, Any]]:
     """Read ``path`` (a linkstack capture, else a plain CADU stream) and replay it.
 
@@ -496,13 +543,13 @@ def replay_file(
         spec = model or "embedded"
         assert chunks is not None
         try:
-            return spec, replay_cadu_stream(chunks, tokenizer_for(spec), source=path)
+            return spec, replay_cadu_stream(chunks, tokenizer_for(spec), source=path, keys=keys)
         except ReplayError as exc:
             raise ReplayError(f"{path}: {exc}") from exc
     recorded_model = capture.metadata.get("model")
     spec = model or (recorded_model if isinstance(recorded_model, str) else "embedded")
     try:
-        return spec, replay_capture(capture, tokenizer_for(spec), source=path)
+        return spec, replay_capture(capture, tokenizer_for(spec), source=path, keys=keys)
     except CaptureError as exc:
         raise ReplayError(f"{path}: {exc}") from exc
     except ReplayError as exc:

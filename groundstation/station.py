@@ -64,6 +64,7 @@ from linkstack.inference_protocol import (
     TokenChunk,
     TokenRange,
 )
+from linkstack.sdls import LinkSecurity
 from linkstack.tm_frame import FramesLost
 from linkstack.tokenizer import IncrementalDecoder, Tokenizer
 
@@ -312,13 +313,15 @@ class GroundStation:
         config: LinkConfig | None = None,
         first_request_id: int = 0,
         recovery: RecoveryConfig | None = None,
+        security: LinkSecurity | None = None,
     ) -> None:
         if not 0 <= first_request_id < REQUEST_ID_MODULUS:
             raise LocalProtocolError(
                 f"first_request_id {first_request_id} outside 0..{REQUEST_ID_MODULUS - 1}"
             )
         self.tokenizer = tokenizer
-        self.endpoint = GroundEndpoint(config or LinkConfig())
+        #: With ``security`` (SDLS) every frame is protected up and verified down.
+        self.endpoint = GroundEndpoint(config or LinkConfig(), security)
         self.counters = StationCounters()
         #: The recovery policy of every request, and its traffic over all of them.
         self.recovery_config = recovery or RecoveryConfig()

@@ -41,10 +41,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from linkstack.errors import LocalProtocolError
 from linkstack.sdls import (
@@ -53,6 +53,7 @@ from linkstack.sdls import (
     KeyRing,
     KeyState,
     Link,
+    LinkSecurity,
     SaTable,
     SecurityAssociation,
     ServiceType,
@@ -428,6 +429,126 @@ def save_keys(path: Path | str, key_file: KeyFile) -> None:
     write_key_file(path, key_file.keys, key_file.sas, overwrite=True)
 
 
+# -- one end's security for a program (``--keys PATH``) -------------------------------------
+
+Role = Literal["ground", "spacecraft"]
+#: The link each role sends on: the ground sends TC, the spacecraft TM.
+_SEND_LINK: Final[dict[str, Link]] = {"ground": Link.TC, "spacecraft": Link.TM}
+
+
+@dataclass(slots=True)
+class RoleSecurity:
+    """One end's SDLS from a key file: its :class:`LinkSecurity` and its counter file."""
+
+    security: LinkSecurity
+    #: The role's counter file; None for a replay, which never writes state.
+    store: CounterStore | None
+    #: SPI of the TC SA (ground sends) and of the TM SA (spacecraft sends).
+    tc_spi: int
+    tm_spi: int
+
+    def save_receive_state(self) -> None:
+        """Persist the receive window (on a clean exit), so a restart accepts no replay."""
+        if self.store is not None:
+            self.store.save_receive_state(self.security.table)
+
+    def metadata(self) -> dict[str, object]:
+        """What a capture may say about the protection: SPIs only, never a key."""
+        sa = self.security.send_sa
+        return {
+            "protected": True,
+            "tc_spi": self.tc_spi,
+            "tm_spi": self.tm_spi,
+            "service_type": sa.service_type.name,
+        }
+
+
+def _send_spi(key_file: KeyFile, link: Link, path: Path) -> int:
+    spis = sorted(sa.spi for sa in key_file.sas if sa.link == link)
+    if not spis:
+        raise KeyFileError(f"key file {path}: no {link.name} security association")
+    return spis[0]
+
+
+def counter_path(key_path: Path | str, role: Role, state_dir: Path | str | None = None) -> Path:
+    """The counter file of ``role`` for ``key_path``: ``KEYS.ROLE.counters`` beside it
+    (or in ``state_dir``), one per role so that two processes never share one."""
+    key_path = Path(key_path)
+    directory = Path(state_dir) if state_dir is not None else key_path.parent
+    return directory / f"{key_path.name}.{role}.counters"
+
+
+def _unpersisted_reserve(counter: TxCounter) -> None:
+    """A replay's reservation: nothing is written (the replay radiates nothing)."""
+    if counter.remaining_reserved <= 0:
+        counter.confirm_reservation(counter.plan_reservation(DEFAULT_BLOCK))
+
+
+def link_security(
+    key_path: Path | str,
+    *,
+    role: Role,
+    state_dir: Path | str | None = None,
+    persist: bool = True,
+) -> RoleSecurity:
+    """The SDLS of ``role`` ("ground" or "spacecraft") from the key file ``key_path``.
+
+    Refuses a key file group or others can read (:class:`InsecureKeyFile`, naming the
+    path).  The role sends under the first TC SA (ground) or TM SA (spacecraft) and
+    accepts every SA of the file.  With ``persist`` its counter file
+    (:func:`counter_path`) resumes the sending counter and the receive windows and is
+    written before each new block of IVs; without it (a replay) the counter starts
+    at 1 and nothing is written.
+    """
+    if role not in _SEND_LINK:
+        raise LocalProtocolError(f"role {role!r} is neither 'ground' nor 'spacecraft'")
+    key_path = Path(key_path)
+    key_file = load_key_file(key_path)
+    tc_spi = _send_spi(key_file, Link.TC, key_path)
+    tm_spi = _send_spi(key_file, Link.TM, key_path)
+    send_spi = tc_spi if role == "ground" else tm_spi
+    if not persist:
+        table = key_file.sa_table()
+        counter = TxCounter.for_sa(table[send_spi])
+        security = LinkSecurity(
+            table=table, send_spi=send_spi, counter=counter, reserve=_unpersisted_reserve
+        )
+        return RoleSecurity(security, None, tc_spi, tm_spi)
+    store = CounterStore(counter_path(key_path, role, state_dir))
+    table = key_file.sa_table(replay_state=store.record.rx)
+    security = LinkSecurity(
+        table=table,
+        send_spi=send_spi,
+        counter=store.counter(table[send_spi]),
+        reserve=store.ensure,
+    )
+    return RoleSecurity(security, store, tc_spi, tm_spi)
+
+
+#: ``sdls/<reason>`` drop keys counted under their own name in :func:`security_record`.
+_COUNTED: Final = {
+    "mac_failures": "sdls/mac-mismatch",
+    "replays": "sdls/replay",
+    "outside_window": "sdls/outside-window",
+    "unknown_spi": "sdls/unknown-spi",
+}
+
+
+def security_record(enabled: bool, *drops: Mapping[str, int]) -> dict[str, object]:
+    """The ``security`` entry of a ``--json`` record, from endpoints' drop counters
+    (``"layer/reason" -> count``; several are summed)."""
+    total: dict[str, int] = {}
+    for counts in drops:
+        for key, n in counts.items():
+            if key.startswith("sdls/"):
+                total[key] = total.get(key, 0) + n
+    record: dict[str, object] = {"enabled": enabled}
+    record.update({name: total.get(key, 0) for name, key in _COUNTED.items()})
+    record["other"] = sum(n for key, n in total.items() if key not in _COUNTED.values())
+    record["drops"] = dict(sorted(total.items()))
+    return record
+
+
 __all__ = [
     "COUNTER_FILE_FORMAT",
     "DEFAULT_BLOCK",
@@ -438,10 +559,15 @@ __all__ = [
     "KeyFile",
     "KeyFileError",
     "KeyFileExists",
+    "Role",
+    "RoleSecurity",
+    "counter_path",
     "default_security_associations",
     "generate_key_file",
     "key_file_text",
+    "link_security",
     "load_key_file",
     "save_keys",
+    "security_record",
     "write_key_file",
 ]

@@ -25,6 +25,7 @@ from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
     from linkstack.aio import TcpLink, UdpLink
+    from linkstack.keystore import RoleSecurity
     from linkstack.recording import SessionRecorder
 
 EXIT_OK = 0
@@ -90,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--capture",
         metavar="FILE.pcapng",
-        help="record the session on board: CLTUs as received, CADUs as sent, Space Packets",
+        help="record the session on board: CLTUs as received, CADUs as sent, Space Packets"
+        " (with --keys: ciphertext only)",
+    )
+    serve.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="SDLS key file (linkstack keys generate): verify the uplink and protect the"
+        " downlink; IV counters are kept in PATH.spacecraft.counters",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(handler=_serve)
@@ -210,6 +218,11 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         raise _UsageError(
             f"--housekeeping-interval {args.housekeeping_interval} s must be positive"
         )
+    keys: RoleSecurity | None = None
+    if args.keys is not None:
+        from linkstack.keystore import link_security
+
+        keys = link_security(args.keys, role="spacecraft")
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(logging.Formatter("onboard: %(message)s"))
     root = logging.getLogger()
@@ -219,7 +232,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         from onboard.model import load_model
 
         handle = load_model(args.model, device=args.device, dtype=args.dtype)
-        return asyncio.run(_serve_link(args, handle, stderr))
+        return asyncio.run(_serve_link(args, handle, stderr, keys))
     finally:
         root.removeHandler(handler)
 
@@ -233,7 +246,9 @@ def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
     return f"{scheme}://{host}:{address[1]}"
 
 
-async def _serve_link(args: argparse.Namespace, handle: Any, stderr: TextIO) -> int:
+async def _serve_link(
+    args: argparse.Namespace, handle: Any, stderr: TextIO, keys: RoleSecurity | None = None
+) -> int:
     import asyncio
 
     from linkstack.capture import session_metadata
@@ -247,23 +262,30 @@ async def _serve_link(args: argparse.Namespace, handle: Any, stderr: TextIO) -> 
         link_url=args.link,
         model=args.model,
     )
+    if keys is not None:  # a protected session: ciphertext only, SPIs but never keys
+        metadata["security"] = keys.metadata()
     loop = asyncio.get_running_loop()
     with open_recorder(
         args.capture,
         metadata,
         side="spacecraft",
         clock=loop.time,
+        record_packets=keys is None,
         split_cltus=args.link.startswith("tcp:"),
     ) as recorder:
         try:
-            return await _serve_recorded(args, handle, stderr, recorder)
+            return await _serve_recorded(args, handle, stderr, recorder, keys)
         finally:
             if recorder is not None:
                 recorder.flush(loop.time())
 
 
 async def _serve_recorded(
-    args: argparse.Namespace, handle: Any, stderr: TextIO, recorder: SessionRecorder | None
+    args: argparse.Namespace,
+    handle: Any,
+    stderr: TextIO,
+    recorder: SessionRecorder | None,
+    keys: RoleSecurity | None = None,
 ) -> int:
     import asyncio
     import signal
@@ -276,6 +298,7 @@ async def _serve_recorded(
         max_queue=args.max_queue,
         housekeeping_interval=args.housekeeping_interval,
         downlink_rate_bps=args.downlink_rate,
+        security=None if keys is None else keys.security,
     )
     try:
         link = await open_link(
@@ -310,12 +333,28 @@ async def _serve_recorded(
             task.cancel()
         await asyncio.gather(runner, stopper, return_exceptions=True)
         service.close()
+        if keys is not None:
+            keys.save_receive_state()
         counters = service.core.counters
         stderr.write(
             f"onboard: stopped; {counters.requests_accepted} requests accepted, "
-            f"{counters.requests_refused} refused, {counters.tokens_sent} ids sent\n"
+            f"{counters.requests_refused} refused, {counters.tokens_sent} ids sent; "
+            f"{_security_line(keys is not None, service.endpoint.drops)}\n"
         )
     return EXIT_OK
+
+
+def _security_line(enabled: bool, drops: Any) -> str:
+    """The SDLS counters of the stop line (never a key)."""
+    from linkstack.keystore import security_record
+
+    if not enabled:
+        return "SDLS off"
+    record = security_record(True, drops)
+    return (
+        f"SDLS on, {record['mac_failures']} MAC failures, {record['replays']} replays,"
+        f" {record['outside_window']} outside the window, {record['unknown_spi']} unknown SPI"
+    )
 
 
 class LinkOpenError(LinkError):

@@ -84,6 +84,7 @@ from onboard.generation import (
 )
 
 if TYPE_CHECKING:
+    from linkstack.sdls import LinkSecurity
     from onboard.model import ModelHandle
 
 logger = logging.getLogger(__name__)
@@ -736,13 +737,15 @@ class OnboardService:
         idle_interval: float = 0.25,
         memory: Callable[[], int] | None = None,
         on_generated: Callable[[int, tuple[int, ...]], object] | None = None,
+        security: LinkSecurity | None = None,
     ) -> None:
         if downlink_rate_bps is not None and downlink_rate_bps <= 0:
             raise LocalProtocolError(f"downlink rate {downlink_rate_bps} bit/s must be positive")
         if idle_interval <= 0:
             raise LocalProtocolError(f"idle_interval {idle_interval} s must be positive")
         self._loop = asyncio.get_running_loop()
-        self.endpoint = SpacecraftEndpoint(link_config or LinkConfig())
+        #: With ``security`` (SDLS) every frame is verified up and protected down.
+        self.endpoint = SpacecraftEndpoint(link_config or LinkConfig(), security)
         self.core = OnboardCore(core_config or CoreConfig(), now=self._loop.time())
         self._generate = generate_fn
         self._rate = downlink_rate_bps
@@ -771,6 +774,7 @@ class OnboardService:
         downlink_rate_bps: float | None = None,
         idle_interval: float = 0.25,
         on_generated: Callable[[int, tuple[int, ...]], object] | None = None,
+        security: LinkSecurity | None = None,
     ) -> OnboardService:
         """The service generating with ``handle``; its limits come from the model."""
         config = CoreConfig(
@@ -788,6 +792,7 @@ class OnboardService:
             idle_interval=idle_interval,
             memory=memory_probe(handle),
             on_generated=on_generated,
+            security=security,
         )
 
     # -- link side ---------------------------------------------------------------------

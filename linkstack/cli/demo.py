@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from groundstation.station import Answer, Update
     from linkstack.aio import LoopbackLink
     from linkstack.inference_protocol import GenerationParams
+    from linkstack.keystore import RoleSecurity
     from linkstack.recording import SessionRecorder
     from onboard.model import ModelHandle
 
@@ -102,7 +103,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo.add_argument(
         "--capture",
         metavar="FILE.pcapng",
-        help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets",
+        help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets"
+        " (with --keys: ciphertext only)",
+    )
+    demo.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="SDLS key file (linkstack keys generate): protect both directions; each side"
+        " keeps its IV counters in PATH.ground.counters / PATH.spacecraft.counters",
     )
     demo.set_defaults(handler=run)
 
@@ -146,6 +154,15 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     except LocalProtocolError as exc:
         raise CliError(str(exc)) from exc
 
+    keys: tuple[RoleSecurity, RoleSecurity] | None = None
+    if args.keys is not None:
+        from linkstack.keystore import link_security
+
+        keys = (
+            link_security(args.keys, role="ground"),
+            link_security(args.keys, role="spacecraft"),
+        )
+
     from onboard.model import load_model
 
     handle = load_model(args.model, device=args.device)
@@ -156,7 +173,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             f"linkstack demo: {handle.description}; profile {args.profile}; "
             f"{len(prompt_ids)} prompt ids up\n"
         )
-    with _recorder(args, uplink, downlink) as recorder:
+    with _recorder(args, uplink, downlink, keys) as recorder:
         record = asyncio.run(
             _demo(
                 args,
@@ -167,8 +184,11 @@ def run(args: argparse.Namespace, io: Streams) -> int:
                 uplink=uplink,
                 downlink=downlink,
                 recorder=recorder,
+                keys=keys,
             )
         )
+    for side in keys or ():
+        side.save_receive_state()
     if args.json:
         io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     io.stdout.flush()
@@ -182,9 +202,16 @@ def run(args: argparse.Namespace, io: Streams) -> int:
 
 
 def _recorder(
-    args: argparse.Namespace, uplink: ChannelConfig, downlink: ChannelConfig
+    args: argparse.Namespace,
+    uplink: ChannelConfig,
+    downlink: ChannelConfig,
+    keys: tuple[RoleSecurity, RoleSecurity] | None = None,
 ) -> contextlib.AbstractContextManager[SessionRecorder | None]:
-    """``--capture``: the ground end's recorder on the running loop's clock."""
+    """``--capture``: the ground end's recorder on the running loop's clock.
+
+    A protected session (``keys``) records ciphertext only: no decoded Space Packets,
+    no prompt in the metadata, only which SPIs protected it.
+    """
     from linkstack.capture import session_metadata
     from linkstack.channel import LinkProfile
     from linkstack.cli.capture import open_recorder
@@ -200,13 +227,17 @@ def _recorder(
         model=args.model,
         chat=not args.no_chat,
         timeout_s=args.timeout,
-        prompt=args.prompt,
     )
+    if keys is None:
+        metadata["prompt"] = args.prompt
+    else:
+        metadata["security"] = keys[0].metadata()
     return open_recorder(
         args.capture,
         metadata,
         side="ground",
         clock=lambda: asyncio.get_running_loop().time(),
+        record_packets=keys is None,
     )
 
 
@@ -220,6 +251,7 @@ async def _demo(
     uplink: ChannelConfig,
     downlink: ChannelConfig,
     recorder: SessionRecorder | None = None,
+    keys: tuple[RoleSecurity, RoleSecurity] | None = None,
 ) -> dict[str, Any]:
     from groundstation.cli import answer_summary
     from groundstation.station import GroundStation
@@ -228,13 +260,19 @@ async def _demo(
     from onboard.service import OnboardService
 
     config = LinkConfig()
-    station = GroundStation(handle.tokenizer, config=config)
+    ground_sec, spacecraft_sec = (None, None) if keys is None else keys
+    station = GroundStation(
+        handle.tokenizer,
+        config=config,
+        security=None if ground_sec is None else ground_sec.security,
+    )
     made: dict[int, tuple[int, ...]] = {}  # the ground's EndAck frees the core's copy
     service = OnboardService.for_model(
         handle,
         link_config=config,
         downlink_rate_bps=downlink.rate_bps,
         on_generated=made.__setitem__,
+        security=None if spacecraft_sec is None else spacecraft_sec.security,
     )
     link = LoopbackLink(
         uplink=uplink,
@@ -277,6 +315,18 @@ async def _demo(
         io.stderr.write(f"linkstack demo: {answer_summary(answer)}\n")
     record = _record(args, answer, params=params, generated=generated, link=link, service=service)
     record["recovery"] = _recovery_record(answer, station, service)
+    record["security"] = _security_record(keys is not None, station, service)
+    return record
+
+
+def _security_record(enabled: bool, station: Any, service: Any) -> dict[str, Any]:
+    """SDLS refusals at both ends (``sdls/<reason>`` drops), summed and per side."""
+    from linkstack.keystore import security_record
+
+    ground, spacecraft = station.endpoint.drops, service.endpoint.drops
+    record = security_record(enabled, ground, spacecraft)
+    record["ground"] = security_record(enabled, ground)
+    record["spacecraft"] = security_record(enabled, spacecraft)
     return record
 
 

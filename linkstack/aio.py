@@ -338,8 +338,11 @@ class DownlinkTransmitter:
     async def run(self) -> None:
         """Transmit until cancelled."""
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that races with the event, leaving this loop unstoppable.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_interval)
+                async with asyncio.timeout(self._idle_interval):
+                    await self._wake.wait()
             self._wake.clear()
             self._send_frame()
             # Keep sending while data waits, then one more (idle) frame so that the

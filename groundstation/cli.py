@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from linkstack.cli.options import add_generation_options, wire_params
 from linkstack.errors import LinkError, LocalProtocolError
 
 if TYPE_CHECKING:
@@ -80,21 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='whose tokenizer: "embedded" (default), "qwen3-0.6b-shape" (both Qwen-3), '
         "or the checkpoint directory the spacecraft runs",
     )
-    ask.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    ask.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="default 64")
-    ask.add_argument(
-        "--temperature",
-        type=float,
-        default=0.0,
-        metavar="T",
-        help="0 = greedy (default); a multiple of 0.001",
-    )
-    ask.add_argument(
-        "--top-p", type=float, default=1.0, metavar="P", help="default 1.0; a multiple of 0.001"
-    )
-    ask.add_argument(
-        "--no-chat", action="store_true", help="encode PROMPT as is, without the chat template"
-    )
+    add_generation_options(ask)
     ask.add_argument(
         "--timeout",
         type=float,
@@ -210,16 +197,11 @@ def _finish_name(reason: int | None) -> str | None:
 
 def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from linkstack.aio import LinkAddress
-    from linkstack.inference_protocol import GenerationParams, PromptRequest
+    from linkstack.inference_protocol import PromptRequest
 
     try:
         LinkAddress.parse(args.link)
-        params = GenerationParams.from_floats(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        params = wire_params(args)
     except LocalProtocolError as exc:
         raise _UsageError(str(exc)) from exc
     if not (math.isfinite(args.timeout) and args.timeout > 0):

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from linkstack.cli.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
@@ -49,15 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("prompt", metavar="PROMPT", help="prompt text")
     _add_model_options(gen)
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    gen.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="default 64")
-    gen.add_argument(
-        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)"
-    )
-    gen.add_argument("--top-p", type=float, default=1.0, metavar="P", help="default 1.0")
-    gen.add_argument(
-        "--no-chat", action="store_true", help="encode PROMPT as is, without the chat template"
-    )
+    add_generation_options(gen)
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(handler=_generate)
 
@@ -123,7 +116,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from linkstack.errors import LocalProtocolError
-    from linkstack.inference_protocol import GenerationParams as WireParams
     from onboard.generation import (
         FinishReason,
         GenerationParams,
@@ -142,12 +134,7 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             top_p=args.top_p,
             seed=args.seed,
         )
-        wire = WireParams.from_floats(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        wire = wire_params(args)
     except (GenerationRequestError, LocalProtocolError) as exc:
         raise _UsageError(str(exc)) from exc
     handle = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from linkstack.channel import PROFILE_NAMES, ChannelConfig, Outage
 from linkstack.cli.main import EXIT_FAILED, EXIT_OK, CliError, Streams
+from linkstack.cli.options import add_generation_options, wire_params
 
 if TYPE_CHECKING:
     from groundstation.station import Answer, Update
@@ -90,11 +91,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="START:SECONDS",
         help="loss of signal both ways, seconds after the start (repeatable)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="sampling and channel seed")
-    demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
-    demo.add_argument("--temperature", type=float, default=0.0, metavar="T")
-    demo.add_argument("--top-p", type=float, default=1.0, metavar="P")
-    demo.add_argument("--no-chat", action="store_true", help="no chat template")
+    add_generation_options(demo, seed_help="sampling and channel seed (default 0)")
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
     demo.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="give up after S s"
@@ -139,18 +136,12 @@ def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
 
 def run(args: argparse.Namespace, io: Streams) -> int:
     from linkstack.errors import LocalProtocolError
-    from linkstack.inference_protocol import GenerationParams
 
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CliError(f"--timeout {args.timeout} must be a positive number of seconds")
     try:
         uplink, downlink = _channels(args)
-        params = GenerationParams.from_floats(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        params = wire_params(args)
     except LocalProtocolError as exc:
         raise CliError(str(exc)) from exc
 

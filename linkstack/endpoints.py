@@ -57,7 +57,13 @@ from linkstack.errors import (
     RemoteProtocolError,
 )
 from linkstack.inference_protocol import Apid, Message, decode_message, encode_message
-from linkstack.sdls import Link, LinkSecurity
+from linkstack.sdls import (
+    KeyManagementError,
+    KeyManager,
+    KeysChanged,
+    Link,
+    LinkSecurity,
+)
 from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket
 from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 from linkstack.tc_frame import (
@@ -181,7 +187,8 @@ class LinkCounters:
     dropped: int = 0
 
 
-Event = MessageReceived | Dropped | FramesLost | Alert
+#: ``KeysChanged``: the spacecraft applied a key management PDU (APID KEY_MANAGEMENT).
+Event = MessageReceived | KeysChanged | Dropped | FramesLost | Alert
 
 
 def _peer_overhead(security: LinkSecurity | None, link: Link, vcid: int) -> int:
@@ -234,6 +241,10 @@ class _Endpoint:
         self.counters.dropped += 1
         self._events.append(self.drops.count(event))
 
+    def _key_management(self, packet: SpacePacket) -> KeysChanged | None:
+        """The outcome of a key management PDU, or None: not one this end applies."""
+        return None
+
     def _tap(self, packet: bytes, now: float | None) -> None:
         if self.packet_tap is not None:
             self.packet_tap(packet, now)
@@ -242,11 +253,17 @@ class _Endpoint:
         self._tap(raw, now)
         try:
             packet = SpacePacket.from_bytes(raw)
-            message = decode_message(packet.apid, packet.data)
+            changed = self._key_management(packet)
+            if changed is None:
+                message = decode_message(packet.apid, packet.data)
         except RemoteProtocolError as exc:
             self._drop(Dropped.from_error(exc, octets=len(raw), at=now))
             return
         self.counters.packets_received += 1
+        if changed is not None:
+            logger.info("< key management: %s", changed)
+            self._events.append(changed)
+            return
         self.counters.messages_received += 1
         logger.debug("< %s", message)
         self._events.append(MessageReceived(packet.apid, message, now))
@@ -278,6 +295,14 @@ class GroundEndpoint(_Endpoint):
         unless ``expedited`` (Type-BD, sent once).
         """
         apid, data = encode_message(message)
+        self._send_packet(apid, data, now, expedited=expedited)
+
+    def send_key_management(self, pdu: bytes, now: float) -> None:
+        """Queue one SDLS key management PDU (OTAR, activation, deactivation) on APID
+        KEY_MANAGEMENT, sequence-controlled so that it arrives once and in order."""
+        self._send_packet(Apid.KEY_MANAGEMENT, pdu, now, expedited=False)
+
+    def _send_packet(self, apid: int, data: bytes, now: float, *, expedited: bool) -> None:
         packet = self._sequencer.packet(apid, data).to_bytes()
         self._tap(packet, now)
         if not expedited and self.fop.state is FopState.S6:
@@ -414,6 +439,9 @@ class SpacecraftEndpoint(_Endpoint):
         #: down in the OCF of every TM frame, idle frames included.
         self.farm = FarmEngine(config.farm)
         self._reported_clcw = self.farm.clcw()
+        #: Applies the key management PDUs of APID KEY_MANAGEMENT to the security's key
+        #: ring (None without SDLS); its OTAR replay state is the caller's to persist.
+        self.key_manager = None if security is None else KeyManager(security.table.keys)
 
     # -- uplink ------------------------------------------------------------------------
 
@@ -469,6 +497,15 @@ class SpacecraftEndpoint(_Endpoint):
             else:
                 self._drop(event)
 
+    def _key_management(self, packet: SpacePacket) -> KeysChanged | None:
+        if packet.apid != Apid.KEY_MANAGEMENT:
+            return None
+        if self.key_manager is None:
+            raise KeyManagementError(
+                "key-management-off", "CCSDS 355.1-B-1", "SDLS is off on this link"
+            )
+        return self.key_manager.handle_pdu(packet.data)
+
     # -- downlink ----------------------------------------------------------------------
 
     def send(self, message: Message, now: float | None = None) -> None:
@@ -516,6 +553,7 @@ __all__ = [
     "Apid",
     "Event",
     "GroundEndpoint",
+    "KeysChanged",
     "LinkConfig",
     "LinkCounters",
     "MessageReceived",

@@ -75,11 +75,14 @@ class Apid(IntEnum):
     CONTROL = 0x042
     #: Downlink (TM packets): Housekeeping.
     HOUSEKEEPING = 0x043
+    #: Uplink (TC packets): one SDLS key management PDU (CCSDS 355.1-B-1 in spirit:
+    #: OTAR, activation, deactivation) as the raw user data, no inference message.
+    KEY_MANAGEMENT = 0x044
 
     @property
     def uplink(self) -> bool:
         """True for ground-to-spacecraft APIDs (Packet Type 1, telecommand)."""
-        return self is Apid.REQUEST
+        return self in (Apid.REQUEST, Apid.KEY_MANAGEMENT)
 
 
 class MessageType(IntEnum):
@@ -139,7 +142,8 @@ class ErrorReason(IntEnum):
     INTERNAL = 255
 
 
-_APIDS: Final = frozenset(Apid)
+#: The APIDs that carry inference messages (KEY_MANAGEMENT carries SDLS PDUs).
+_APIDS: Final = frozenset(Apid) - {Apid.KEY_MANAGEMENT}
 _MESSAGE_TYPES: Final = frozenset(MessageType)
 _FINISH_REASONS: Final = frozenset(FinishReason)
 _ERROR_REASONS: Final = frozenset(ErrorReason)

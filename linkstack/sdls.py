@@ -1062,6 +1062,31 @@ class LinkSecurity:
         """Octets the send SA adds to each frame (security header and trailer)."""
         return self.send_sa.overhead
 
+    def switch_send(self, spi: int, counter: TxCounter) -> None:
+        """Send under SA ``spi`` from now on, with its own IV ``counter`` (a rekey).
+
+        The new SA must serve the same link and have the same overhead, so the frame
+        layout the endpoints sized their channels for does not change; its key must be
+        ACTIVE.  Frames protected before the switch keep their old SPI.
+        """
+        new, old = self.table[spi], self.send_sa
+        if new.link != old.link or new.overhead != old.overhead:
+            raise LocalProtocolError(
+                f"SA {spi} ({new.link.name}, {new.overhead} octets) cannot replace send SA"
+                f" {old.spi} ({old.link.name}, {old.overhead} octets)"
+            )
+        if new.key_id is not None and (
+            new.key_id not in self.table.keys
+            or self.table.keys.state(new.key_id) != KeyState.ACTIVE
+        ):
+            raise InvalidState(f"SA {spi}: key {new.key_id} is not ACTIVE")
+        if counter.label != counter_label(spi):
+            raise LocalProtocolError(
+                f"SA {spi} needs counter {counter_label(spi)!r}, got {counter.label!r}"
+            )
+        logger.info("> send SA %d -> %d", old.spi, spi)
+        self.send_spi, self.counter = spi, counter
+
     def _reserve(self) -> None:
         if self.reserve is not None:
             self.reserve(self.counter)

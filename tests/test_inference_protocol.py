@@ -455,7 +455,7 @@ def test_apids_are_distinct_and_never_idle() -> None:
     assert IDLE_APID == 0x7FF  # CCSDS 133.0-B-2 4.1.3.3.4.4
     assert IDLE_APID not in values
     assert all(0 <= v < IDLE_APID for v in values)
-    assert {a for a in Apid if a.uplink} == {Apid.REQUEST}
+    assert {a for a in Apid if a.uplink} == {Apid.REQUEST, Apid.KEY_MANAGEMENT}
 
 
 def test_dispatch_reasons() -> None:

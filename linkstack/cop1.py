@@ -1227,15 +1227,8 @@ class FopEngine:
 
     def _look_for_fdu(self) -> None:
         """5.2.10 'Look for FDU'."""
-        if not self.ad_out_ready:
+        if not self.ad_out_ready or self._retransmit_first(FrameType.AD):
             return
-        for entry in self._sent_queue:
-            if entry.to_be_retransmitted and entry.frame.frame_type == FrameType.AD:
-                entry.to_be_retransmitted = False
-                self.ad_out_ready = False
-                self.counters["ad-retransmitted"] += 1
-                self._hand_out(entry.frame, FopEvent.E41)
-                return
         if self._wait_queue is not None and _mod(self.vs - self.nn_r) < self._params.window_width:
             request_id, fdu = self._wait_queue
             self._wait_queue = None
@@ -1253,15 +1246,25 @@ class FopEngine:
 
     def _look_for_directive(self) -> None:
         """5.2.9 'Look for Directive'."""
-        if not self.bc_out_ready:
-            return
+        if self.bc_out_ready:
+            self._retransmit_first(FrameType.BC)
+
+    def _retransmit_first(self, frame_type: FrameType) -> bool:
+        """Hand out the first Sent_Queue frame of ``frame_type`` marked 'to be
+        retransmitted' (5.2.9, 5.2.10); False when there is none."""
         for entry in self._sent_queue:
-            if entry.to_be_retransmitted and entry.frame.frame_type == FrameType.BC:
+            if entry.to_be_retransmitted and entry.frame.frame_type == frame_type:
                 entry.to_be_retransmitted = False
-                self.bc_out_ready = False
-                self.counters["bc-retransmitted"] += 1
-                self._hand_out(entry.frame, FopEvent.E43)
-                return
+                if frame_type == FrameType.AD:
+                    self.ad_out_ready = False
+                    self.counters["ad-retransmitted"] += 1
+                    self._hand_out(entry.frame, FopEvent.E41)
+                else:
+                    self.bc_out_ready = False
+                    self.counters["bc-retransmitted"] += 1
+                    self._hand_out(entry.frame, FopEvent.E43)
+                return True
+        return False
 
     def _remove_acknowledged(self, nr: int) -> None:
         """5.2.8: confirm and drop frames N(S) in [NN(R), N(R)); NN(R) := N(R)."""

@@ -110,12 +110,7 @@ class SequenceFlags(IntEnum):
     UNSEGMENTED = 0b11
 
 
-def peek_frame_length(header: bytes) -> int:
-    """Total frame length in octets from the Frame Length field (total - 1).
-
-    CCSDS 232.0-B-4 4.1.2.7.  Raises :class:`DecodeError` ``"truncated"`` when fewer
-    than the five primary-header octets are given.
-    """
+def _require_primary_header(header: bytes) -> None:
     if len(header) < PRIMARY_HEADER_LENGTH:
         raise DecodeError(
             Layer.TC_FRAME,
@@ -123,6 +118,15 @@ def peek_frame_length(header: bytes) -> int:
             _clause("4.1.2"),
             f"{len(header)} octets, the primary header needs {PRIMARY_HEADER_LENGTH}",
         )
+
+
+def peek_frame_length(header: bytes) -> int:
+    """Total frame length in octets from the Frame Length field (total - 1).
+
+    CCSDS 232.0-B-4 4.1.2.7.  Raises :class:`DecodeError` ``"truncated"`` when fewer
+    than the five primary-header octets are given.
+    """
+    _require_primary_header(header)
     return (((header[2] & 0x03) << 8) | header[3]) + 1
 
 
@@ -132,13 +136,7 @@ def peek_vcid(header: bytes) -> int:
     CCSDS 232.0-B-4 4.1.2.6.  Raises :class:`DecodeError` ``"truncated"`` when fewer
     than the five primary-header octets are given.
     """
-    if len(header) < PRIMARY_HEADER_LENGTH:
-        raise DecodeError(
-            Layer.TC_FRAME,
-            "truncated",
-            _clause("4.1.2"),
-            f"{len(header)} octets, the primary header needs {PRIMARY_HEADER_LENGTH}",
-        )
+    _require_primary_header(header)
     return header[2] >> 2
 
 

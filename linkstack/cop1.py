@@ -1051,17 +1051,7 @@ class FopEngine:
                 self._timer = None
                 self._purge_sent_queue()
                 self._purge_wait_queue()
-                if self._pending_initiate is not None:
-                    request_id, directive = self._pending_initiate
-                    self._pending_initiate = None
-                    self._events.append(
-                        DirectiveResponse(
-                            request_id=request_id,
-                            directive=directive,
-                            outcome=Outcome.NEGATIVE_CONFIRM,
-                            at=now,
-                        )
-                    )
+                self._confirm_initiate(Outcome.NEGATIVE_CONFIRM, now)
                 logger.info("FOP-1 VC %d Alert [%s] on %s in %s", self._config.tc.vcid,
                             code.value, event.name, self.state.name)  # fmt: skip
                 self._events.append(Alert(code=code, state=self.state, event=event, at=now))
@@ -1168,19 +1158,19 @@ class FopEngine:
                 )
             )
 
+    def _confirm_initiate(self, outcome: Outcome, at: float) -> None:
+        """Answer the Initiate AD directive still waiting for its confirm, if any."""
+        if self._pending_initiate is None:
+            return
+        request_id, directive = self._pending_initiate
+        self._pending_initiate = None
+        self._events.append(
+            DirectiveResponse(request_id=request_id, directive=directive, outcome=outcome, at=at)
+        )
+
     def _confirm_deferred(self, event: FopEvent) -> None:
         if event == FopEvent.E1:
-            if self._pending_initiate is not None:
-                request_id, directive = self._pending_initiate
-                self._pending_initiate = None
-                self._events.append(
-                    DirectiveResponse(
-                        request_id=request_id,
-                        directive=directive,
-                        outcome=Outcome.POSITIVE_CONFIRM,
-                        at=self._now,
-                    )
-                )
+            self._confirm_initiate(Outcome.POSITIVE_CONFIRM, self._now)
             return
         bd_request = self._bd_request
         if bd_request is not None:

@@ -424,6 +424,18 @@ class PromptRequest:
 _REQUEST_ONLY: Final = struct.Struct(">BH")
 
 
+def _pack_request_only(message_type: MessageType, request_id: int) -> bytes:
+    return _REQUEST_ONLY.pack(_header_octet(message_type), request_id)
+
+
+def _unpack_request_only(data: bytes, message_type: MessageType, section: int) -> int:
+    """The request id of a message that carries nothing else (Cancel, EndAck)."""
+    _check_header(data, message_type, _REQUEST_ONLY.size, section)
+    _check_total(data, _REQUEST_ONLY.size, section)
+    request_id: int = _REQUEST_ONLY.unpack_from(data)[1]
+    return request_id
+
+
 @dataclass(frozen=True, slots=True)
 class Cancel:
     """Ground asks the spacecraft to stop a request (docs/protocol.md §5)."""
@@ -436,13 +448,11 @@ class Cancel:
         _check_request_id(self.request_id)
 
     def to_bytes(self) -> bytes:
-        return _REQUEST_ONLY.pack(_header_octet(self.message_type), self.request_id)
+        return _pack_request_only(self.message_type, self.request_id)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Cancel:
-        _check_header(data, cls.message_type, _REQUEST_ONLY.size, 5)
-        _check_total(data, _REQUEST_ONLY.size, 5)
-        return cls(_REQUEST_ONLY.unpack_from(data)[1])
+        return cls(_unpack_request_only(data, cls.message_type, 5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,13 +467,11 @@ class EndAck:
         _check_request_id(self.request_id)
 
     def to_bytes(self) -> bytes:
-        return _REQUEST_ONLY.pack(_header_octet(self.message_type), self.request_id)
+        return _pack_request_only(self.message_type, self.request_id)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EndAck:
-        _check_header(data, cls.message_type, _REQUEST_ONLY.size, 10)
-        _check_total(data, _REQUEST_ONLY.size, 10)
-        return cls(_REQUEST_ONLY.unpack_from(data)[1])
+        return cls(_unpack_request_only(data, cls.message_type, 10))
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,17 +34,31 @@ value inside a new reservation is used)::
 The reservation rule: before a counter hands out a value from a new block, the file
 holds ``tx[label] >= value + 1``; after a crash the counter resumes at ``tx[label]``,
 skipping the unused rest of the block.  See :class:`CounterStore`.
+
+Several processes may share one counter file (two ``groundstation ask --keys K`` at
+once send under the same key, and AES-GCM must never see an IV twice under one key,
+NIST SP 800-38D 8.2.1).  Every write therefore happens under an exclusive
+``flock(2)`` on a lock file beside the counter file (``NAME.lock``, mode 0600, empty;
+the counter file itself is replaced by ``rename(2)`` at each write, so it cannot carry
+the lock) and is a read-merge-write: the file is re-read under the lock, ``tx``,
+``rx`` and ``otar_rx`` are merged with what the process holds by taking the larger
+value per entry, and the result is written atomically and fsync'ed before the lock is
+released.  A new block starts at ``max(tx[label] in the file, the counter's next
+value)``, so a counter another process advanced jumps forward, and no process (say a
+stale one saving its receive windows on exit) can roll a mark back.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from linkstack.errors import LocalProtocolError
 from linkstack.sdls import (
@@ -65,6 +79,8 @@ KEY_FILE_FORMAT: Final = "linkstack-sdls-keys"
 COUNTER_FILE_FORMAT: Final = "linkstack-sdls-counters"
 FORMAT_VERSION: Final = 1
 FILE_MODE: Final = 0o600
+#: Suffix of the lock file beside a counter file (``flock(2)``, see :class:`CounterStore`).
+LOCK_SUFFIX: Final = ".lock"
 #: Counter values reserved per write; a crash loses at most this many IVs.
 DEFAULT_BLOCK: Final = 1024
 
@@ -342,6 +358,26 @@ class CounterRecord:
     otar_rx: dict[int, int] = field(default_factory=dict)
 
 
+_K = TypeVar("_K")
+
+
+def _max_merge(ours: Mapping[_K, int], theirs: Mapping[_K, int]) -> dict[_K, int]:
+    """Every key of both, with the larger value: counters and windows only go up."""
+    merged = dict(ours)
+    for key, value in theirs.items():
+        if key not in merged or value > merged[key]:
+            merged[key] = value
+    return merged
+
+
+def _merge_records(ours: CounterRecord, theirs: CounterRecord) -> CounterRecord:
+    return CounterRecord(
+        tx=_max_merge(ours.tx, theirs.tx),
+        rx=_max_merge(ours.rx, theirs.rx),
+        otar_rx=_max_merge(ours.otar_rx, theirs.otar_rx),
+    )
+
+
 class CounterStore:
     """The counter file of one end: sending reservations and receiving windows.
 
@@ -352,16 +388,27 @@ class CounterStore:
 
     ``ensure`` writes and fsyncs the new mark before confirming it to the counter, so
     a crash at any point never reuses an IV.
+
+    Several stores (in several processes) may share one file: every write takes an
+    exclusive ``flock(2)`` on :attr:`lock_path`, re-reads the file and merges it with
+    :attr:`record` by the larger value per entry before writing, and a reservation
+    starts above every mark the file (or this store) knows for the label.  Reading
+    needs no lock: the file is only ever replaced whole.  :attr:`record` is what this
+    store last read or wrote.
     """
 
     def __init__(self, path: Path | str, *, block: int = DEFAULT_BLOCK) -> None:
         if block < 1:
             raise LocalProtocolError(f"reservation block {block} < 1")
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
         self.block = block
-        self.record = self._load() if self.path.exists() else CounterRecord()
+        self.record = self._load()
 
     def _load(self) -> CounterRecord:
+        """The file's content, or an empty record when there is no file yet."""
+        if not self.path.exists():
+            return CounterRecord()
         document = _read_private(self.path, "counter file")
         if not isinstance(document, dict) or document.get("format") != COUNTER_FILE_FORMAT:
             raise KeyFileError(f"counter file {self.path}: 'format' is not {COUNTER_FILE_FORMAT!r}")
@@ -374,29 +421,68 @@ class CounterStore:
         except (AttributeError, TypeError, ValueError) as exc:
             raise KeyFileError(f"counter file {self.path}: {type(exc).__name__} {exc}") from None
 
-    def save(self) -> None:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the exclusive ``flock(2)`` of the counter file (blocks until free).
+
+        The lock file is created with mode 0600 and refused, like the counter file,
+        when group or others may access it (they could hold the lock forever).  It is
+        opened afresh for each write, so a forked child never shares the parent's lock.
+        """
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            try:
+                fd = os.open(self.lock_path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                os.fchmod(fd, FILE_MODE)  # whatever the umask
+            except FileExistsError:
+                fd = os.open(self.lock_path, flags)
+        except OSError as exc:
+            raise KeyFileError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077:
+                raise InsecureKeyFile(
+                    f"lock file {self.lock_path} has mode {mode:04o}; group/others must have"
+                    f" no access (chmod 600 {self.lock_path})"
+                )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _write(self, record: CounterRecord) -> None:
+        """Write ``record`` atomically and durably (lock held); it becomes :attr:`record`."""
         document = {
             "format": COUNTER_FILE_FORMAT,
             "version": FORMAT_VERSION,
-            "tx": dict(sorted(self.record.tx.items())),
-            "rx": {str(k): v for k, v in sorted(self.record.rx.items())},
-            "otar_rx": {str(k): v for k, v in sorted(self.record.otar_rx.items())},
+            "tx": dict(sorted(record.tx.items())),
+            "rx": {str(k): v for k, v in sorted(record.rx.items())},
+            "otar_rx": {str(k): v for k, v in sorted(record.otar_rx.items())},
         }
         _write_atomically(self.path, json.dumps(document, indent=2) + "\n", overwrite=True)
+        self.record = record
+
+    def save(self) -> None:
+        """Merge :attr:`record` into the file (larger value per entry) and write it."""
+        with self._locked():
+            self._write(_merge_records(self._load(), self.record))
 
     def counter(self, sa: SecurityAssociation) -> TxCounter:
         """The sending counter of ``sa``, resumed at its persisted mark (1 when new)."""
         counter = TxCounter.for_sa(sa, next_value=1)
-        return TxCounter(counter.label, limit=counter.limit, next_value=self._resume(counter))
+        return TxCounter(
+            counter.label, limit=counter.limit, next_value=self._mark(self.record, counter)
+        )
 
     def master_counter(self, master_key_id: int) -> TxCounter:
         """The OTAR IV counter of a master key, resumed at its persisted mark."""
         label = master_counter_label(master_key_id)
         draft = TxCounter(label, limit=(1 << 96) - 1)
-        return TxCounter(label, limit=draft.limit, next_value=self._resume(draft))
+        return TxCounter(label, limit=draft.limit, next_value=self._mark(self.record, draft))
 
-    def _resume(self, counter: TxCounter) -> int:
-        mark = self.record.tx.get(counter.label, 1)
+    def _mark(self, record: CounterRecord, counter: TxCounter) -> int:
+        """The first value of ``counter`` that ``record`` leaves unreserved (1 when new)."""
+        mark = record.tx.get(counter.label, 1)
         if not 1 <= mark <= counter.limit + 1:
             raise KeyFileError(
                 f"counter file {self.path}: {counter.label} = {mark} outside 1..{counter.limit + 1}"
@@ -404,10 +490,18 @@ class CounterStore:
         return mark
 
     def reserve(self, counter: TxCounter, block: int | None = None) -> int:
-        """Persist a new block for ``counter``, then confirm it; returns the new mark."""
-        mark = counter.plan_reservation(block or self.block)
-        self.record.tx[counter.label] = mark
-        self.save()
+        """Persist a new block for ``counter``, then confirm it; returns the new mark.
+
+        Under the lock: re-read the file, move ``counter`` past every value the file or
+        this store has seen reserved for its label (another process may have used
+        them), plan the block, write and fsync, and only then confirm it.
+        """
+        with self._locked():
+            known = _merge_records(self._load(), self.record)
+            counter.advance_to(self._mark(known, counter))
+            mark = counter.plan_reservation(block or self.block)
+            known.tx[counter.label] = max(known.tx.get(counter.label, 1), mark)
+            self._write(known)
         counter.confirm_reservation(mark)
         return mark
 
@@ -417,11 +511,22 @@ class CounterStore:
             self.reserve(counter)
 
     def save_receive_state(self, table: SaTable, manager: KeyManager | None = None) -> None:
-        """Persist the receive windows (and OTAR IVs) so a restart accepts no replay."""
-        self.record.rx.update(table.replay_state())
-        if manager is not None:
-            self.record.otar_rx.update(manager.otar_state())
-        self.save()
+        """Persist the receive windows (and OTAR IVs) so a restart accepts no replay.
+
+        Merged by the larger value with what the file holds: a process that exits after
+        another never lowers a window or a sending mark.
+        """
+        ours = CounterRecord(
+            tx=dict(self.record.tx),
+            rx=_max_merge(self.record.rx, table.replay_state()),
+            otar_rx=(
+                _max_merge(self.record.otar_rx, manager.otar_state())
+                if manager is not None
+                else dict(self.record.otar_rx)
+            ),
+        )
+        with self._locked():
+            self._write(_merge_records(self._load(), ours))
 
 
 def save_keys(path: Path | str, key_file: KeyFile) -> None:
@@ -472,7 +577,8 @@ def _send_spi(key_file: KeyFile, link: Link, path: Path) -> int:
 
 def counter_path(key_path: Path | str, role: Role, state_dir: Path | str | None = None) -> Path:
     """The counter file of ``role`` for ``key_path``: ``KEYS.ROLE.counters`` beside it
-    (or in ``state_dir``), one per role so that two processes never share one."""
+    (or in ``state_dir``), one per role so that the two ends never share one; processes
+    of the same role do, under its lock (see :class:`CounterStore`)."""
     key_path = Path(key_path)
     directory = Path(state_dir) if state_dir is not None else key_path.parent
     return directory / f"{key_path.name}.{role}.counters"
@@ -490,6 +596,7 @@ def link_security(
     role: Role,
     state_dir: Path | str | None = None,
     persist: bool = True,
+    block: int = DEFAULT_BLOCK,
 ) -> RoleSecurity:
     """The SDLS of ``role`` ("ground" or "spacecraft") from the key file ``key_path``.
 
@@ -497,7 +604,8 @@ def link_security(
     path).  The role sends under the first TC SA (ground) or TM SA (spacecraft) and
     accepts every SA of the file.  With ``persist`` its counter file
     (:func:`counter_path`) resumes the sending counter and the receive windows and is
-    written before each new block of IVs; without it (a replay) the counter starts
+    written before each new block of ``block`` IVs (other processes of the same role
+    may share it, see :class:`CounterStore`); without it (a replay) the counter starts
     at 1 and nothing is written.
     """
     if role not in _SEND_LINK:
@@ -514,7 +622,7 @@ def link_security(
             table=table, send_spi=send_spi, counter=counter, reserve=_unpersisted_reserve
         )
         return RoleSecurity(security, None, tc_spi, tm_spi)
-    store = CounterStore(counter_path(key_path, role, state_dir))
+    store = CounterStore(counter_path(key_path, role, state_dir), block=block)
     table = key_file.sa_table(replay_state=store.record.rx)
     security = LinkSecurity(
         table=table,
@@ -553,6 +661,7 @@ __all__ = [
     "COUNTER_FILE_FORMAT",
     "DEFAULT_BLOCK",
     "KEY_FILE_FORMAT",
+    "LOCK_SUFFIX",
     "CounterRecord",
     "CounterStore",
     "InsecureKeyFile",

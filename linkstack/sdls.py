@@ -546,6 +546,22 @@ class TxCounter:
             )
         return min(self._next + block, self.limit + 1)
 
+    def advance_to(self, value: int) -> None:
+        """Skip every value below ``value``: another holder of the same key (a second
+        process on the same counter file) may have reserved them.
+
+        Values inside this counter's own confirmed reservation stay its own (they were
+        persisted before anyone else could reserve past them), so ``value`` at or below
+        :attr:`reserved_until` changes nothing.  Above it, the counter restarts at
+        ``value`` with nothing reserved; a value of ``limit + 1`` exhausts it.
+        """
+        if not 0 <= value <= self.limit + 1:
+            raise LocalProtocolError(
+                f"counter {self.label}: cannot advance to {value}, outside 0..{self.limit + 1}"
+            )
+        if value > self._reserved_until:
+            self._next = self._reserved_until = value
+
     def confirm_reservation(self, mark: int) -> None:
         """Call once ``mark`` is durably stored."""
         if not self._reserved_until <= mark <= self.limit + 1:

@@ -140,7 +140,8 @@ def _write_atomically(path: Path, text: str, *, overwrite: bool) -> None:
     """Write ``text`` to ``path`` (mode 0600) so that readers see old or new, never half."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    # pid and random octets: a stray file of a killed process with the same pid is no clash
+    tmp = directory / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         try:

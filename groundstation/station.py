@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,14 @@ logger = logging.getLogger(__name__)
 
 #: Request ids are u16 and wrap (docs/protocol.md §4).
 REQUEST_ID_MODULUS: Final = 0x1_0000
+#: Gives the next request id to try, 0..65535 (ids in flight are skipped); the
+#: persistent one is :class:`groundstation.request_ids.RequestIdAllocator`.
+IdSource = Callable[[], int]
+#: DUPLICATE_REQUEST detail: ``id N STATE; refused sha256:HHHHHHHHHHHHHHHH``, the
+#: first 8 octets of the SHA-256 of the refused PromptRequest (docs/protocol.md §8.1).
+_DUPLICATE_DETAIL: Final = re.compile(
+    r"^id (?P<id>\d+) (?P<state>[^;]+); refused sha256:(?P<digest>[0-9a-f]{16})$"
+)
 #: General ErrorReports (no request concerned) kept for inspection.
 _KEPT_ERRORS: Final = 16
 
@@ -99,6 +109,35 @@ class SpacecraftError(RequestError):
         self.detail = detail
         name = "ERROR (no ErrorReport)" if reason is None else reason.name
         super().__init__(request_id, f"spacecraft error {name}" + (f": {detail}" if detail else ""))
+
+
+class RequestIdInUseError(SpacecraftError):
+    """The spacecraft refused the request: it still holds another request with the same
+    id (ErrorReport DUPLICATE_REQUEST, docs/protocol.md §8.1).
+
+    Nothing of the other request came into this answer; asking again gets a new id.
+    ``state`` is where the other request is on board (``queued``, ``running``,
+    ``streaming``, ``held for resend``), or None when the detail does not say.
+    """
+
+    def __init__(self, request_id: int, detail: str) -> None:
+        self.reason = ErrorReason.DUPLICATE_REQUEST
+        self.detail = detail
+        match = _DUPLICATE_DETAIL.match(detail)
+        self.state = None if match is None else match["state"]
+        where = f" ({self.state})" if self.state else (f" ({detail})" if detail else "")
+        RequestError.__init__(
+            self,
+            request_id,
+            f"refused by the spacecraft: request id {request_id} is still in use on board"
+            f"{where} by another request; ask again for a new id",
+        )
+
+
+def request_digest(request: PromptRequest) -> str:
+    """First 8 octets of the SHA-256 of ``request``'s octets, in hex: how a
+    DUPLICATE_REQUEST detail names the request it refused (docs/protocol.md §8.1)."""
+    return hashlib.sha256(request.to_bytes()).digest()[:8].hex()
 
 
 class TokensLostError(RequestError):
@@ -301,10 +340,34 @@ class StationCounters:
     housekeeping_received: int = 0
     #: Answers ended with tokens given up as lost (:class:`TokensLostError`).
     answers_with_lost_tokens: int = 0
+    #: DUPLICATE_REQUEST reports naming an id in flight here but another request's
+    #: digest (another ground reused the id, docs/protocol.md §8.1): ignored.
+    refusals_of_other_requests: int = 0
+
+
+def sequential_ids(first: int) -> IdSource:
+    """``first``, ``first + 1``, ... modulo 2**16, in memory: the default id source."""
+    if not 0 <= first < REQUEST_ID_MODULUS:
+        raise LocalProtocolError(f"first_request_id {first} outside 0..{REQUEST_ID_MODULUS - 1}")
+    following = first
+
+    def next_id() -> int:
+        nonlocal following
+        request_id, following = following, (following + 1) % REQUEST_ID_MODULUS
+        return request_id
+
+    return next_id
 
 
 class GroundStation:
-    """The ground end of the inference service over one link."""
+    """The ground end of the inference service over one link.
+
+    Request ids come from ``id_source`` (called once per request, ids still in flight
+    here skipped) or, without one, count from ``first_request_id`` in memory.  A
+    process that talks to a spacecraft other processes talked to before passes a
+    :class:`~groundstation.request_ids.RequestIdAllocator`, so that it never reuses
+    an id the spacecraft may still hold (docs/protocol.md §4).
+    """
 
     def __init__(
         self,
@@ -312,13 +375,15 @@ class GroundStation:
         *,
         config: LinkConfig | None = None,
         first_request_id: int = 0,
+        id_source: IdSource | None = None,
         recovery: RecoveryConfig | None = None,
         security: LinkSecurity | None = None,
     ) -> None:
-        if not 0 <= first_request_id < REQUEST_ID_MODULUS:
+        if id_source is not None and first_request_id != 0:
             raise LocalProtocolError(
-                f"first_request_id {first_request_id} outside 0..{REQUEST_ID_MODULUS - 1}"
+                f"first_request_id {first_request_id} and id_source given: give one"
             )
+        self._id_source = id_source or sequential_ids(first_request_id)
         self.tokenizer = tokenizer
         #: With ``security`` (SDLS) every frame is protected up and verified down.
         self.endpoint = GroundEndpoint(config or LinkConfig(), security)
@@ -333,7 +398,6 @@ class GroundStation:
         self.general_errors: deque[ErrorReport] = deque(maxlen=_KEPT_ERRORS)
         self._link: Link | None = None
         self._requests: dict[int, RequestHandle] = {}
-        self._next_id = first_request_id
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -429,11 +493,18 @@ class GroundStation:
     def _allocate_id(self) -> int:
         if len(self._requests) >= REQUEST_ID_MODULUS:
             raise InvalidState(f"all {REQUEST_ID_MODULUS} request ids are in flight")
-        while self._next_id in self._requests:
-            self._next_id = (self._next_id + 1) % REQUEST_ID_MODULUS
-        request_id = self._next_id
-        self._next_id = (self._next_id + 1) % REQUEST_ID_MODULUS
-        return request_id
+        for _ in range(REQUEST_ID_MODULUS):
+            request_id = self._id_source()
+            if not 0 <= request_id < REQUEST_ID_MODULUS:
+                raise LocalProtocolError(
+                    f"id_source gave request id {request_id} outside 0..{REQUEST_ID_MODULUS - 1}"
+                )
+            if request_id not in self._requests:
+                return request_id
+        raise InvalidState(
+            f"id_source gave only ids in flight ({len(self._requests)} of them) "
+            f"in {REQUEST_ID_MODULUS} tries"
+        )
 
     def _send(self, message: Message) -> None:
         if self._link is None:
@@ -590,10 +661,24 @@ class GroundStation:
             handle.recovery.unavailable(report, now)
             self._recovery_output(handle, now)
             return
+        error: SpacecraftError
+        if report.reason is ErrorReason.DUPLICATE_REQUEST:
+            match = _DUPLICATE_DETAIL.match(report.detail)
+            if match is not None and match["digest"] != request_digest(handle.request):
+                # Another ground's request with this id was refused, not this one.
+                self.counters.refusals_of_other_requests += 1
+                logger.warning(
+                    "request %d: the spacecraft refused another request with this id (%s); "
+                    "this one goes on",
+                    report.request_id,
+                    report.detail,
+                )
+                return
+            error = RequestIdInUseError(handle.request_id, report.detail)
+        else:
+            error = SpacecraftError(handle.request_id, report.reason, report.detail)
         handle._error_report = report
-        self._end_request(
-            handle, SpacecraftError(handle.request_id, report.reason, report.detail), now
-        )
+        self._end_request(handle, error, now)
 
     def _unmatched(self, message: Message) -> None:
         self.counters.unmatched_messages += 1
@@ -659,11 +744,15 @@ __all__ = [
     "REQUEST_ID_MODULUS",
     "Answer",
     "GroundStation",
+    "IdSource",
     "RequestError",
     "RequestHandle",
+    "RequestIdInUseError",
     "RequestTimeoutError",
     "SpacecraftError",
     "StationCounters",
     "TokensLostError",
     "Update",
+    "request_digest",
+    "sequential_ids",
 ]

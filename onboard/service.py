@@ -17,8 +17,10 @@ Two layers, kept apart as the rest of linkstack keeps them:
 
 What each request gets (docs/protocol.md §4-§8):
 
-* refused (duplicate id, prompt too long, bad params, queue full): one ErrorReport,
-  no stream;
+* refused (id still in use by another request, prompt too long, bad params, queue
+  full): one ErrorReport, no stream;
+* an exact copy of a request whose id is still in use (the same octets): ignored and
+  counted, the original's stream serves it (docs/protocol.md §8.1);
 * accepted: TokenChunks covering indices 0..n-1 exactly once, in order, then one
   EndOfStream with the finish reason, n and the onboard timing; a failed run ends
   with an ErrorReport (GENERATION_FAILED or OUT_OF_MEMORY) and EndOfStream ERROR;
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import math
 import threading
@@ -144,6 +147,18 @@ def _outside_vocab(request: PromptRequest, vocab: int) -> str:
     return ""
 
 
+def _request_digest(request: PromptRequest) -> bytes:
+    """SHA-256 of the request's octets: equal digests are byte-identical requests."""
+    return hashlib.sha256(request.to_bytes()).digest()
+
+
+def _duplicate_detail(request_id: int, state: str, digest: bytes) -> str:
+    """DUPLICATE_REQUEST detail (docs/protocol.md §8.1): where the id is held, and the
+    first 8 octets of the refused request's SHA-256 so that the ground whose request
+    it was can tell it from the one the id belongs to."""
+    return f"id {request_id} {state}; refused sha256:{digest[:8].hex()}"
+
+
 def _packet_octets(message: Message) -> int:
     return PRIMARY_HEADER_LENGTH + len(encode_message(message)[1])
 
@@ -234,6 +249,11 @@ class CoreCounters:
     resends_unavailable: int = 0
     #: EndAcks that freed a held stream.
     end_acks: int = 0
+    #: PromptRequests refused DUPLICATE_REQUEST: their id was still in use by another
+    #: request (queued, running, streaming, held for resend; docs/protocol.md §8.1).
+    duplicate_ids_refused: int = 0
+    #: Exact copies of a request whose id was still in use: ignored, not refused.
+    duplicate_requests_ignored: int = 0
 
 
 @dataclass(slots=True)
@@ -277,6 +297,9 @@ class OnboardCore:
         #: Finished streams kept for resend: request id -> (ids, EndOfStream).
         self._history: OrderedDict[int, tuple[tuple[int, ...], EndOfStream]] = OrderedDict()
         self._resends: deque[_Resend] = deque()
+        #: SHA-256 of the accepted PromptRequest of each id, to tell an exact copy from
+        #: another request reusing the id; pruned to the ids still held.
+        self._digests: dict[int, bytes] = {}
         self._memory_octets = 0
         self._next_housekeeping = now
         self._rate_since = now
@@ -367,9 +390,17 @@ class OnboardCore:
     def _receive_request(self, request: PromptRequest, now: float) -> None:
         rid, prompt, wire = request.request_id, request.prompt_ids, request.params
         limits = self.config
+        digest = _request_digest(request)
         refusal: tuple[ErrorReason, str] | None = None
-        if self._alive(rid):
-            refusal = (ErrorReason.DUPLICATE_REQUEST, f"request {rid} is still alive")
+        if (state := self._holding(rid)) is not None:
+            if self._digests.get(rid) == digest:
+                # The same octets again (a Type-BD frame the channel duplicated, say):
+                # the stream already answers it; refusing would fail the original.
+                self.counters.duplicate_requests_ignored += 1
+                logger.info("request %d: exact copy ignored (%s)", rid, state)
+                return
+            self.counters.duplicate_ids_refused += 1
+            refusal = (ErrorReason.DUPLICATE_REQUEST, _duplicate_detail(rid, state, digest))
         elif len(prompt) > limits.max_prompt_ids:
             refusal = (
                 ErrorReason.PROMPT_TOO_LONG,
@@ -406,11 +437,28 @@ class OnboardCore:
         self.counters.requests_accepted += 1
         logger.debug("request %d queued: %d prompt ids, %s", rid, len(prompt), params)
         self._queue.append(Job(request_id=rid, prompt_ids=prompt, params=params))
+        self._remember(rid, digest)
 
-    def _alive(self, request_id: int) -> bool:
-        return any(j.request_id == request_id for j in self._queue) or any(
-            s.request_id == request_id for s in self._streams
-        )
+    def _holding(self, request_id: int) -> str | None:
+        """Where ``request_id`` is still in use (docs/protocol.md §8.1), or None:
+        ``queued``, ``running``, ``streaming`` (ended, its EndOfStream not yet handed
+        to the downlink), ``held for resend`` (history, or resent ranges waiting)."""
+        if self._running is not None and self._running.request_id == request_id:
+            return "running"
+        if any(j.request_id == request_id for j in self._queue):
+            return "queued"
+        if any(s.request_id == request_id for s in self._streams):
+            return "streaming"
+        if request_id in self._history or any(r.request_id == request_id for r in self._resends):
+            return "held for resend"
+        return None
+
+    def _remember(self, request_id: int, digest: bytes) -> None:
+        self._digests[request_id] = digest
+        if len(self._digests) > 2 * (self.config.max_queue + self.config.history_requests) + 4:
+            self._digests = {
+                rid: held for rid, held in self._digests.items() if self._holding(rid) is not None
+            }
 
     def _receive_cancel(self, request_id: int, now: float) -> None:
         for job in self._queue:

@@ -9,6 +9,7 @@ check that the ids the ground receives are those ``generate`` gives.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -358,14 +359,146 @@ def test_limits_at_the_bound_are_accepted() -> None:
     assert refusal_after(core, request(1, prompt=(0, 1, 2, 99), max_new_tokens=6)) == []
 
 
-def test_a_reused_live_id_is_a_duplicate_but_an_ended_one_is_new() -> None:
+# -- the core: request ids in use (docs/protocol.md §8.1) -----------------------------------
+
+
+def digest_hex(message: PromptRequest) -> str:
+    return hashlib.sha256(message.to_bytes()).digest()[:8].hex()
+
+
+def hold_id_5(core: OnboardCore, state: str) -> None:
+    """Leave request 5 (ids 50..53 when it runs) in ``state`` on board."""
+    core.receive_message(request(5, max_new_tokens=4), 0.0)
+    if state == "queued":
+        return
+    assert core.next_job(0.0) is not None
+    core.token_generated(5, 50, 0.0)
+    core.token_generated(5, 51, 0.0)
+    if state == "running":
+        return
+    core.generation_finished(5, result([50, 51, 52, 53]), 0.0)
+    if state == "streaming":
+        return
+    drain(core, 1000, 0.0)
+    if state == "held for resend":
+        return
+    assert state == "resend waiting"  # the history freed, resent ranges still to go
+    core.receive_message(ResendRequest(5, (TokenRange(0, 2),)), 0.0)
+    core.receive_message(EndAck(5), 0.0)
+
+
+ID_STATES = ["queued", "running", "streaming", "held for resend", "resend waiting"]
+
+
+@pytest.mark.parametrize("state", ID_STATES)
+def test_a_reused_id_is_refused_by_name_and_counted_in_every_state(state: str) -> None:
     core = new_core()
-    core.receive_message(request(5), 0.0)
-    assert refusal_after(core, request(5)) == [(5, ErrorReason.DUPLICATE_REQUEST)]
-    run_job(core, [1])
-    assert refusal_after(core, request(5)) == [(5, ErrorReason.DUPLICATE_REQUEST)]  # still in
-    drain(core, 1000, 0.0)  # stream 5 went down
-    assert refusal_after(core, request(5)) == []
+    hold_id_5(core, state)
+    accepted = core.counters.requests_accepted
+    other = request(5, prompt=(9, 9), max_new_tokens=3)
+    core.receive_message(other, 0.0)
+    messages = drain(core, 1000, 0.0)
+    held = "held for resend" if state == "resend waiting" else state
+    assert of_type(messages, ErrorReport)[0] == ErrorReport(
+        request_id=5,
+        reason=ErrorReason.DUPLICATE_REQUEST,
+        detail=f"id 5 {held}; refused sha256:{digest_hex(other)}",
+    )
+    assert len(of_type(messages, ErrorReport)) == 1
+    assert core.counters.duplicate_ids_refused == 1
+    assert core.counters.requests_refused == 1
+    assert core.counters.requests_accepted == accepted
+    assert core.counters.duplicate_requests_ignored == 0
+
+
+def test_the_request_in_use_is_untouched_by_the_refusal_while_queued() -> None:
+    core = new_core()
+    core.receive_message(request(1), 0.0)
+    assert core.next_job(0.0) is not None  # 1 runs
+    core.receive_message(request(5, prompt=(4, 5, 6)), 0.0)
+    core.receive_message(request(5, prompt=(7,)), 0.0)
+    assert reports(drain(core, 1000, 0.0)) == [(5, ErrorReason.DUPLICATE_REQUEST)]
+    assert core.queue_depth == 2
+    run_job_finish(core, 1)
+    job = core.next_job(0.0)
+    assert job is not None
+    assert (job.request_id, job.prompt_ids) == (5, (4, 5, 6))
+
+
+def test_the_request_in_use_is_untouched_by_the_refusal_while_running() -> None:
+    core = new_core()
+    hold_id_5(core, "running")
+    assert drain(core, 1000, 0.0) == [TokenChunk(5, 0, (50, 51))]
+    core.receive_message(request(5, prompt=(9,), max_new_tokens=2), 0.0)
+    assert core.running == 5
+    core.token_generated(5, 52, 0.0)
+    core.generation_finished(5, result([50, 51, 52, 53]), 0.0)
+    messages = drain(core, 1000, 0.0)
+    assert reports(messages) == [(5, ErrorReason.DUPLICATE_REQUEST)]
+    # The stream goes on where it was: no restart at index 0, no id of the refused one.
+    assert of_type(messages, TokenChunk) == [TokenChunk(5, 2, (52, 53))]
+    (end,) = of_type(messages, EndOfStream)
+    assert (end.request_id, end.finish_reason, end.token_count) == (5, FinishReason.MAX_TOKENS, 4)
+    assert core.counters.requests_completed == 1
+
+
+def test_the_request_in_use_is_untouched_by_the_refusal_while_held_for_resend() -> None:
+    core = new_core()
+    hold_id_5(core, "held for resend")
+    core.receive_message(request(5, prompt=(9,)), 0.0)
+    core.receive_message(ResendRequest(5, (TokenRange(1, 9),)), 0.0)
+    messages = drain(core, 1000, 0.0)
+    assert reports(messages) == [(5, ErrorReason.DUPLICATE_REQUEST)]
+    assert of_type(messages, TokenChunk) == [TokenChunk(5, 1, (51, 52, 53))]
+    assert of_type(messages, EndOfStream)[0].token_count == 4
+    assert core.sent_ids(5) == (50, 51, 52, 53)
+
+
+@pytest.mark.parametrize("state", ID_STATES)
+def test_an_exact_copy_of_the_request_in_use_is_ignored_and_counted(state: str) -> None:
+    core = new_core()
+    hold_id_5(core, state)
+    depth, accepted = core.queue_depth, core.counters.requests_accepted
+    core.receive_message(request(5, max_new_tokens=4), 0.0)
+    assert reports(drain(core, 1000, 0.0)) == []
+    assert core.counters.duplicate_requests_ignored == 1
+    assert core.counters.duplicate_ids_refused == core.counters.requests_refused == 0
+    assert (core.queue_depth, core.counters.requests_accepted) == (depth, accepted)
+
+
+def test_an_id_is_free_again_once_nothing_of_it_is_held() -> None:
+    core = new_core(history_requests=1)
+    hold_id_5(core, "held for resend")
+    core.receive_message(EndAck(5), 0.0)  # the ground holds it all: the record goes
+    assert refusal_after(core, request(5, prompt=(8,))) == []
+    run_job(core, [80])
+    drain(core, 1000, 0.0)
+    finished_stream(core, 6, [60])  # evicts 5 from the one-stream history
+    assert refusal_after(core, request(5, prompt=(9,))) == []
+    without_history = new_core(history_requests=0)
+    finished_stream(without_history, 5, [1])
+    assert refusal_after(without_history, request(5, prompt=(9,))) == []
+    assert core.counters.duplicate_ids_refused == without_history.counters.duplicate_ids_refused
+    assert core.counters.duplicate_ids_refused == 0
+
+
+def test_an_exact_copy_delivered_twice_by_type_bd_frames_runs_once() -> None:
+    # FARM-1 accepts every Type-BD frame, so a duplicated one delivers its request twice.
+    config = LinkConfig()
+    endpoint = SpacecraftEndpoint(config)
+    core = new_core()
+    message = request(5, max_new_tokens=2)
+    for _ in range(2):
+        endpoint.receive_bytes(raw_cltu(Apid.REQUEST, message.to_bytes(), config), 0.0)
+    while (event := endpoint.next_event()) is not None:
+        assert isinstance(event, MessageReceived)
+        core.receive_message(event.message, 0.0)
+    assert core.counters.duplicate_requests_ignored == 1
+    run_job(core, [1, 2])
+    messages = drain(core, 1000, 0.0)
+    assert reports(messages) == []
+    assert len(of_type(messages, EndOfStream)) == 1
+    assert core.next_job(0.0) is None
 
 
 # -- the core: drops and odd messages -------------------------------------------------------

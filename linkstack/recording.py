@@ -23,7 +23,14 @@ record is one CLTU; the ground records each read of the CADU stream as it came (
 piece of the stream, not necessarily one whole CADU; the ground finds the CADU
 boundaries itself, in a replay as live).
 
-Sans-I/O: the caller opens the stream the writer writes to and passes the clock.
+Times are the clock's (an event loop's monotonic ``loop.time()``); the writer's
+:class:`~linkstack.capture.TimeReference` turns them into Unix time in the file, and
+:func:`~linkstack.capture.read_capture` back into seconds since the session's start.
+Each unit is written (and flushed) as it is recorded, so a session killed mid-way
+leaves a capture readable up to its last unit.
+
+Sans-I/O: the caller opens the stream the writer writes to and passes the clock
+(:func:`linkstack.cli.capture.open_recorder` does both for the command lines).
 """
 
 from __future__ import annotations

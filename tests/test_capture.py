@@ -31,6 +31,8 @@ from linkstack.capture import (
     CaptureWriter,
     Direction,
     SecretInMetadata,
+    TailReason,
+    TruncatedTail,
     Unit,
     UnitKind,
     link_config_from_metadata,
@@ -191,8 +193,13 @@ def test_reads_a_stream_octet_by_octet_and_with_trailing_garbage(session: Sessio
     capture = read_capture(Trickle(session.data))  # type: ignore[arg-type]
     assert list(capture.units) == session.units
     error = read_error(session.data + b"\x00junk")
-    assert "truncated" in str(error)
+    assert "begin no block of a linkstack capture (block type 006a756e)" in str(error)
     assert error.offset == len(session.data)
+    zeros = read_capture(io.BytesIO(session.data + bytes(4096)))  # a zero-filled end
+    assert list(zeros.units) == session.units
+    assert zeros.truncated is not None
+    assert (zeros.truncated.offset, zeros.truncated.octets) == (len(session.data), 4096)
+    assert read_capture(io.BytesIO(session.data)).truncated is None
 
 
 def test_metadata_round_trip(session: Session) -> None:
@@ -512,23 +519,35 @@ def test_foreign_files_are_refused(data: bytes, match: str) -> None:
         read_capture(io.BytesIO(data))
 
 
-def test_truncated_files_name_the_block_offset(session: Session) -> None:
+def test_a_file_cut_in_its_header_blocks_names_the_block_offset(session: Session) -> None:
     data = session.data
     offsets = block_offsets(data)
-    epb = offsets[5]
     cuts = [
         (10, 0),  # inside the section header
         (offsets[1] + 3, offsets[1]),  # inside the first interface block's header
         (offsets[2] + 20, offsets[2]),  # inside an interface block
-        (epb + 4, epb),  # after an EPB's type field only
-        (epb + 30, epb),  # inside an EPB's header
-        (offsets[6] - 4, epb),  # an EPB without its trailing length
-        (len(data) - 1, offsets[-1]),  # one octet short
+        (offsets[4] - 4, offsets[3]),  # the last interface block without its trailing length
     ]
     for cut, offset in cuts:
         error = read_error(data[:cut])
-        assert "truncated" in str(error) or "corrupted" in str(error), (cut, error)
+        assert "truncated file" in str(error), (cut, error)
+        assert "tail cut" in str(error), (cut, error)
         assert error.offset == offset, (cut, error)
+
+
+def test_a_file_cut_inside_a_packet_block_reads_up_to_it(session: Session) -> None:
+    data = session.data
+    offsets = block_offsets(data)
+    epb = offsets[5]  # the second unit
+    for cut in (epb + 1, epb + 4, epb + 30, offsets[6] - 4, offsets[6] - 1):
+        capture = read_capture(io.BytesIO(data[:cut]))
+        assert list(capture.units) == session.units[:1], cut
+        assert capture.truncated == TruncatedTail(epb, cut - epb, TailReason.CUT_BLOCK), cut
+    capture = read_capture(io.BytesIO(data[:-1]))  # one octet short
+    assert list(capture.units) == session.units[:-1]
+    assert capture.truncated == TruncatedTail(
+        offsets[-1], len(data) - 1 - offsets[-1], TailReason.CUT_BLOCK
+    )
 
 
 def test_a_file_cut_at_a_block_boundary_reads_up_to_it(session: Session) -> None:
@@ -542,7 +561,7 @@ def test_a_file_cut_at_a_block_boundary_reads_up_to_it(session: Session) -> None
     [
         (0xFFFFFFF0, "corrupted block length"),
         (16, "corrupted"),
-        (1 << 19, "truncated"),
+        (1 << 19, "corrupted block length: 524288 octets, but its packet and options end"),
     ],
 )
 def test_corrupted_block_length(session: Session, length: int, match: str) -> None:

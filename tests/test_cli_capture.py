@@ -94,7 +94,7 @@ def test_info_without_link_metadata_uses_the_defaults(tmp_path: Path) -> None:
         (libpcap_file(), "a libpcap (.pcap) file, not pcapng"),
         (random.Random(3).randbytes(512), "not a pcapng file"),
         (foreign_pcapng(), "no linkstack metadata in the section header"),
-        (make_session().data[:-7], "truncated file"),
+        (make_session().data[:100], "truncated file: no whole section header"),
     ],
     ids=["empty", "libpcap", "random", "foreign", "truncated"],
 )

@@ -17,13 +17,17 @@ from groundstation.cli import main as groundstation
 from groundstation.replay import (
     TIMING_FIELDS,
     TIMING_TOLERANCE_S,
+    ReplayResult,
     VirtualClockLoop,
     comparable,
+    replay_file,
 )
 from linkstack.capture import (
     PACKET_UDP_PORT,
     CaptureWriter,
     Direction,
+    TailReason,
+    TruncatedTail,
     UnitKind,
     read_capture,
     session_metadata,
@@ -33,6 +37,8 @@ from linkstack.cli.main import main as linkstack
 from linkstack.endpoints import LinkConfig
 from linkstack.recording import SessionRecorder
 from linkstack.tc_coding import TAIL_SEQUENCE, encode_cltu
+from linkstack.tokenizer import Tokenizer
+from tests.test_capture import block_offsets
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 CLEAN = CAPTURES / "s-band-clean.pcapng"
@@ -200,7 +206,6 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     data = CLEAN.read_bytes()
     files: dict[str, tuple[bytes | None, str]] = {
         "empty": (b"", "empty file"),
-        "truncated": (data[: len(data) - 700], "truncated"),
         "header-only": (data[:40], "truncated"),
         "corrupted": (data[:8] + b"\xff\xff\xff\x7f" + data[12:], "corrupted"),
         "random": (random.Random(7).randbytes(20000), "no CADU found"),
@@ -222,8 +227,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.parametrize(
     "name",
-    ["empty", "truncated", "header-only", "corrupted", "random", "text", "pcap", "foreign",
-     "missing"],
+    ["empty", "header-only", "corrupted", "random", "text", "pcap", "foreign", "missing"],
 )  # fmt: skip
 def test_a_bad_file_is_a_clear_error(name: str, tmp_path: Path, xdg_cache_home: object) -> None:
     path, message = _bad_files(tmp_path)[name]
@@ -245,6 +249,42 @@ def test_every_cut_of_a_capture_is_an_error_or_a_replay(
         path.write_bytes(data[:cut])
         code, _, err = replay(str(path))
         assert code in (0, 1) and "Traceback" not in err
+
+
+def test_a_capture_cut_short_replays_up_to_the_cut(
+    tmp_path: Path, qwen3_tokenizer: Tokenizer
+) -> None:
+    """A recording whose last block is cut (a crash) replays what it holds; the result,
+    its warning line and each record say what was cut."""
+    data = CLEAN.read_bytes()
+    with CLEAN.open("rb") as stream:
+        whole = read_capture(stream)
+    offsets = block_offsets(data)
+    cadus = [i for i, u in enumerate(whole.units) if u.kind is UnitKind.CADU]
+    last_cadu = offsets[4 + cadus[-1]]  # SHB and 3 IDBs, then one EPB per unit
+    path = tmp_path / "cut.pcapng"
+    path.write_bytes(data[: last_cadu + 50])
+    _, result = replay_file(str(path), model=None, tokenizer_for=lambda _: qwen3_tokenizer)
+    assert isinstance(result, ReplayResult)
+    tail = TruncatedTail(last_cadu, 50, TailReason.CUT_BLOCK)
+    assert result.truncated == tail
+    assert result.warnings == [f"{path}: {tail}"]
+    assert "tail cut: the last 50 octets" in result.warnings[0]
+    (record,) = result.records
+    assert record["replay"]["truncated"] == {
+        "offset": last_cadu,
+        "octets": 50,
+        "reason": "cut-block",
+    }
+    assert record["replay"]["units"] == cadus[-1]
+    live = json.loads((CAPTURES / "s-band-clean.live.json").read_text(encoding="utf-8"))
+    ids = record["received_ids"]
+    assert ids == live["received_ids"][: len(ids)]
+    # The whole file: nothing cut, nothing to warn about.
+    _, whole_result = replay_file(str(CLEAN), model=None, tokenizer_for=lambda _: qwen3_tokenizer)
+    assert isinstance(whole_result, ReplayResult)
+    assert (whole_result.truncated, whole_result.warnings) == (None, [])
+    assert whole_result.records[0]["replay"]["truncated"] is None
 
 
 # -- the recorder and the clock ---------------------------------------------------------------

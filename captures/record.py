@@ -148,7 +148,17 @@ def record(name: str, options: list[str], directory: Path = HERE) -> dict[str, A
             options = [*options, "--keys", str(stack.enter_context(private_test_keys()))]
         stack.enter_context(deterministic_demo())
         code = main(
-            ["demo", "--json", "--capture", str(capture), "--device", "cpu", *options, PROMPT],
+            [
+                "demo",
+                "--json",
+                "--capture",
+                str(capture),
+                "--force",
+                "--device",
+                "cpu",
+                *options,
+                PROMPT,
+            ],
             Streams(io.BytesIO(), stdout, stderr),
         )
     if code not in (0, 1) or not stdout.getvalue():

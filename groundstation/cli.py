@@ -4,12 +4,18 @@
 ``onboard generate`` does (same chat format, same flags, same stop ids, so the ids
 the spacecraft generates match the reference run id for id), sends the request up
 the link as role "ground" and shows the answer live on stdout, with the link
-statistics on stderr.  With ``--json`` it prints one JSON object instead.
+statistics on stderr.  With ``--json`` it prints one JSON object instead
+(docs/json.md).
 
-Exit status: 0 a complete answer, 1 a request that failed (timeout, an error
-reported by the spacecraft, a cancelled stream, a link or tokenizer that cannot be
-opened), 2 bad options, 130 interrupted.  Never a traceback.  torch is never
-imported: the tokenizer is :mod:`linkstack.tokenizer`.
+Ctrl-C (or SIGTERM) sends a Cancel up, waits a few seconds for the spacecraft to
+confirm it, prints what arrived and a line saying it was interrupted, and exits 130.
+A link that does not work (nothing listens, nothing comes down, frames protected with
+other keys) is diagnosed within seconds instead of after the whole timeout.
+
+Exit status (as every linkstack program): 0 a complete answer, 1 a request that
+failed (timeout, an error reported by the spacecraft, a cancelled stream, a link or
+tokenizer that cannot be opened), 2 bad options, 130 interrupted.  Never a
+traceback.  torch is never imported: the tokenizer is linkstack.tokenizer.
 """
 
 from __future__ import annotations
@@ -19,27 +25,39 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
-import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from groundstation.records import answer_record, answer_summary, finish_name
+from linkstack.cli.base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LiveLine,
+    RunError,
+    UsageError,
+    add_verbose_option,
+    logging_to,
+    new_parser,
+    os_cause,
+    positive_seconds,
+    run_command,
+)
 from linkstack.cli.options import add_generation_options, wire_params
 from linkstack.errors import LinkError, LocalProtocolError
 
 if TYPE_CHECKING:
+    from groundstation.recovery import RecoveryCounters
+    from groundstation.session import Outcome
     from groundstation.station import Answer
     from linkstack.inference_protocol import GenerationParams
     from linkstack.keystore import RoleSecurity
     from linkstack.recording import SessionRecorder
     from linkstack.tokenizer import Tokenizer
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
+PROG: Final = "groundstation"
 
 #: Model specs of ``onboard --model`` that are built in (not a checkpoint directory).
 BUILT_IN_MODELS: Final = ("embedded", "qwen3-0.6b-shape")
@@ -49,31 +67,24 @@ _QWEN3_GENERATION_EOS: Final = (151645, 151643)
 
 DEFAULT_TIMEOUT_S: Final = 120.0
 
-logger = logging.getLogger(__name__)
-
-
-class _UsageError(Exception):
-    """Options that parse but make no sense: exit 2."""
-
-
-class _RunError(Exception):
-    """The request or its setup failed: exit 1 (the message is printed)."""
+#: Kept for the modules that imported them from here.
+_finish_name = finish_name
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="groundstation",
-        description="Ground side of linkstack: prompts up, Qwen-3 token streams down.",
-    )
+    parser = new_parser(PROG, "Ground side of linkstack: prompts up, Qwen-3 token streams down.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ask = commands.add_parser(
-        "ask", help="send a prompt over the link and show the answer as it arrives"
+        "ask",
+        help="send a prompt over the link and show the answer as it arrives",
+        description="Send PROMPT up the link, show the answer as it arrives, and print"
+        " the link statistics on stderr.  Ctrl-C cancels the request on board.",
     )
     ask.add_argument("prompt", metavar="PROMPT", help="prompt text")
     ask.add_argument(
         "--link", required=True, metavar="URL", help="tcp://HOST:PORT or udp://HOST:PORT"
     )
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--json", action="store_true", help="print one JSON object (docs/json.md)")
     ask.add_argument(
         "--model",
         default="embedded",
@@ -84,23 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_options(ask)
     ask.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help=f"seconds to wait for the whole answer (default {DEFAULT_TIMEOUT_S:g})",
     )
-    ask.add_argument("-v", "--verbose", action="store_true", help="log link events on stderr")
+    add_verbose_option(ask)
     ask.add_argument(
         "--capture",
         metavar="FILE.pcapng",
         help="record the session: CLTUs as sent, CADUs as received, Space Packets"
-        " (with --keys: ciphertext only)",
+        " (with --keys: ciphertext only); an existing file is kept unless --force",
     )
+    ask.add_argument("--force", action="store_true", help="let --capture replace an existing file")
     ask.add_argument(
         "--keys",
         metavar="PATH",
         help="SDLS key file (linkstack keys generate): protect the uplink and verify the"
         " downlink; IV counters are kept in PATH.ground.counters",
+    )
+    ask.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the ground keeps its request-id counter (default"
+        " $XDG_STATE_HOME/linkstack, else ~/.local/state/linkstack)",
     )
     ask.set_defaults(handler=_ask)
 
@@ -127,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SDLS key file of a protected session (its capture holds ciphertext only);"
         " nothing is written next to it",
     )
-    replay.add_argument("-v", "--verbose", action="store_true", help="log link events on stderr")
+    add_verbose_option(replay)
     replay.set_defaults(handler=_replay)
     return parser
 
@@ -143,7 +161,7 @@ def _load_tokenizer(spec: str) -> Tokenizer:
         return Tokenizer.qwen3()
     path = Path(spec)
     if not path.is_dir():
-        raise _UsageError(
+        raise UsageError(
             f"--model {spec!r} is neither a built-in ({', '.join(BUILT_IN_MODELS)}) "
             "nor a checkpoint directory"
         )
@@ -167,7 +185,7 @@ def _checkpoint_generation_eos(path: Path) -> list[int]:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _RunError(f"cannot read {file}: {exc}") from exc
+            raise RunError(f"cannot read {file}: {exc}") from exc
         if isinstance(data, dict) and "eos_token_id" in data:
             return _eos_list(data["eos_token_id"])
     return []
@@ -187,25 +205,17 @@ def default_stop_ids(spec: str, eos_ids: Sequence[int]) -> tuple[int, ...]:
 # -- the run -------------------------------------------------------------------------------
 
 
-_FINISH_NAMES: Final = {0: "stop", 1: "max_tokens", 2: "cancelled", 3: "error"}
-
-
-def _finish_name(reason: int | None) -> str | None:
-    """The wire FinishReason under ``onboard generate``'s name for it."""
-    return None if reason is None else _FINISH_NAMES.get(int(reason), str(reason))
-
-
-def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
     from linkstack.aio import LinkAddress
+    from linkstack.cli.capture import check_capture_path
     from linkstack.inference_protocol import PromptRequest
 
     try:
         LinkAddress.parse(args.link)
-        params = wire_params(args)
     except LocalProtocolError as exc:
-        raise _UsageError(str(exc)) from exc
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise _UsageError(f"--timeout {args.timeout} must be a positive number of seconds")
+        raise UsageError(f"--link: {exc}") from exc
+    params = wire_params(args)
+    check_capture_path(args.capture, force=args.force)
 
     tokenizer = _load_tokenizer(args.model)
     try:
@@ -216,7 +226,7 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         # Build it once here so that an empty or overlong prompt is a usage error.
         PromptRequest(request_id=0, params=params, prompt_ids=tuple(prompt_ids))
     except LocalProtocolError as exc:
-        raise _UsageError(f"prompt: {exc}") from exc
+        raise UsageError(f"PROMPT: {exc}") from exc
 
     keys: RoleSecurity | None = None
     if args.keys is not None:
@@ -224,44 +234,66 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
         keys = link_security(args.keys, role="ground")
 
-    live = None if args.json else stdout
-    with _recorder(args, keys) as recorder:
-        answer = asyncio.run(
-            _exchange(
-                args.link,
-                tokenizer=tokenizer,
-                prompt_ids=prompt_ids,
-                params=params,
-                timeout=args.timeout,
-                live=live,
-                recorder=recorder,
-                keys=keys,
-            )
+    outcome, recovery = asyncio.run(
+        _exchange(
+            args,
+            tokenizer=tokenizer,
+            prompt_ids=prompt_ids,
+            params=params,
+            live=None if args.json else live,
+            keys=keys,
+            stderr=stderr,
         )
+    )
+    answer = outcome.answer
     if keys is not None:
         keys.save_receive_state()
+    from groundstation.records import recovery_record
+
     security = _security(keys is not None, answer)
     if args.json:
         record = answer_record(
             answer, params, link=args.link, model=args.model, chat=not args.no_chat
         )
+        record["recovery"] = recovery_record(answer, recovery)
         record["security"] = security
+        record["interrupted"] = outcome.interrupted
+        record["diagnosis"] = None if outcome.diagnosis is None else outcome.diagnosis.message
         stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
-        if answer.text:
-            stdout.write("\n")  # end the live line
-        stderr.write(f"groundstation: {answer_summary(answer)}\n")
+        live.end()
+        stderr.write(f"{PROG}: {answer_summary(answer)}\n")
         if keys is not None:
             stderr.write(
-                f"groundstation: SDLS on; {security['mac_failures']} MAC failures,"
+                f"{PROG}: SDLS on; {security['mac_failures']} MAC failures,"
                 f" {security['replays']} replays, {security['unknown_spi']} unknown SPI\n"
             )
     stdout.flush()
-    if answer.error is not None:
-        stderr.write(f"groundstation: {answer.error}\n")
+    return _exit_status(outcome, stderr)
+
+
+def _exit_status(outcome: Outcome, stderr: TextIO) -> int:
+    """Say how the answer ended, if not whole, and give the exit status."""
+    answer = outcome.answer
+    if outcome.interrupted:
+        confirmed = (
+            "the spacecraft confirmed it"
+            if outcome.cancel_confirmed
+            else "no confirmation came down in time"
+        )
+        stderr.write(
+            f"{PROG}: interrupted ({outcome.signal_name}) after {len(answer.received_ids)}"
+            f" ids; Cancel sent for request {answer.request_id}, {confirmed}\n"
+        )
+        return EXIT_INTERRUPTED
+    if outcome.diagnosis is not None:
+        stderr.write(f"{PROG}: {outcome.diagnosis.message}\n")
         return EXIT_FAILED
-    if _finish_name(answer.finish_reason) == "cancelled":
-        stderr.write(f"groundstation: request {answer.request_id} was cancelled onboard\n")
+    if answer.error is not None:
+        stderr.write(f"{PROG}: {answer.error}\n")
+        return EXIT_FAILED
+    if finish_name(answer.finish_reason) == "cancelled":
+        stderr.write(f"{PROG}: request {answer.request_id} was cancelled on board\n")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -276,7 +308,8 @@ def _security(enabled: bool, answer: Answer) -> dict[str, Any]:
 def _recorder(
     args: argparse.Namespace, keys: RoleSecurity | None = None
 ) -> contextlib.AbstractContextManager[SessionRecorder | None]:
-    """``--capture``: the ground's recorder on the running loop's clock.
+    """``--capture``: the ground's recorder on the running loop's clock, opened once
+    the link is up.
 
     A protected session (``keys``) records ciphertext only: no decoded Space Packets,
     no prompt in the metadata, only which SPIs protected it.
@@ -303,12 +336,13 @@ def _recorder(
         args.capture,
         metadata,
         side="ground",
-        clock=lambda: asyncio.get_running_loop().time(),
+        clock=asyncio.get_running_loop().time,
         record_packets=keys is None,
+        force=args.force,
     )
 
 
-def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
     """``groundstation replay FILE``: the recorded conversation, replayed."""
     from groundstation.replay import replay_file
 
@@ -324,7 +358,7 @@ def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             for stream in outcome["streams"]:
                 stdout.write(f"request {stream['request_id']}: {stream['text']}\n")
             stderr.write(
-                f"groundstation: {len(outcome['streams'])} stream(s),"
+                f"{PROG}: {len(outcome['streams'])} stream(s),"
                 f" {outcome['counters']['frames_received']} frames,"
                 f" {outcome['counters']['dropped']} dropped (tokenizer {model})\n"
             )
@@ -335,149 +369,103 @@ def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             stdout.write(answer.text + "\n")
-            stderr.write(f"groundstation: {answer_summary(answer)}\n")
+            stderr.write(f"{PROG}: {answer_summary(answer)}\n")
         if answer.error is not None:
-            stderr.write(f"groundstation: {answer.error}\n")
+            stderr.write(f"{PROG}: {answer.error}\n")
             status = EXIT_FAILED
         elif _finish_name(answer.finish_reason) == "cancelled":
             status = EXIT_FAILED
+    for line in outcome.warnings:
+        stderr.write(f"{PROG}: {line}\n")
     if any(record["replay"]["uplink"]["identical"] is False for record in outcome.records):
         stderr.write(
-            "groundstation: the replayed ground sent other CLTUs than the recorded ones"
+            f"{PROG}: the replayed ground sent other CLTUs than the recorded ones"
             f" ({len(outcome.uplink_replayed)} replayed, {len(outcome.uplink_recorded)} recorded)\n"
         )
     return status
 
 
 async def _exchange(
-    url: str,
+    args: argparse.Namespace,
     *,
     tokenizer: Tokenizer,
     prompt_ids: Sequence[int],
     params: GenerationParams,
-    timeout: float,
-    live: TextIO | None,
-    recorder: SessionRecorder | None = None,
-    keys: RoleSecurity | None = None,
-) -> Answer:
+    live: LiveLine | None,
+    keys: RoleSecurity | None,
+    stderr: TextIO,
+) -> tuple[Outcome, RecoveryCounters]:
+    from groundstation.diagnosis import LinkDiagnosis
+    from groundstation.request_ids import RequestIdAllocator
+    from groundstation.session import await_answer
     from groundstation.station import GroundStation, Update
     from linkstack.aio import open_link
+    from linkstack.recording import RecordingLink
 
-    station = GroundStation(tokenizer, security=None if keys is None else keys.security)
+    url = args.link
+    station = GroundStation(
+        tokenizer,
+        security=None if keys is None else keys.security,
+        id_source=RequestIdAllocator.default(args.state_dir),
+    )
+    # Received units go to the recorder once it is open (after the link is).
+    recording: list[SessionRecorder] = []
+
+    def receive(data: bytes, now: float) -> None:
+        if recording:
+            recording[0].received(data, now)
+        station.on_receive(data, now)
+
     try:
         link = await asyncio.wait_for(
-            open_link(
-                url,
-                role="ground",
-                on_receive=station.on_receive
-                if recorder is None
-                else recorder.receiver(station.on_receive),
-            ),
-            timeout,
+            open_link(url, role="ground", on_receive=receive), args.timeout
         )
     except (OSError, TimeoutError) as exc:
-        raise _RunError(f"cannot open link {url}: {exc or 'timed out'}") from exc
+        cause = os_cause(exc) if isinstance(exc, OSError) else "timed out"
+        raise RunError(
+            f"cannot reach {url}: {cause} (is `onboard serve --link {url}` running?)"
+        ) from exc
     try:
-        if recorder is not None:
-            station.endpoint.packet_tap = recorder.tap
-        station.attach(link if recorder is None else recorder.link(link))
+        with _recorder(args, keys) as recorder:
+            if recorder is not None:
+                recording.append(recorder)
+                station.endpoint.packet_tap = recorder.tap
+                station.attach(RecordingLink(link, recorder))
+            else:
+                station.attach(link)
 
-        shown = live
+            def show(update: Update) -> None:
+                if live is not None and update.text:
+                    with contextlib.suppress(OSError):  # a closed pipe: the exit says
+                        live.write(update.text)
 
-        def show(update: Update) -> None:
-            nonlocal shown
-            if shown is None or not update.text:
-                return
-            try:
-                shown.write(update.text)
-                shown.flush()
-            except OSError:  # a closed pipe: stop showing, the exit reports it
-                shown = None
+            loop = asyncio.get_running_loop()
+            diagnosis = LinkDiagnosis(url, started_at=loop.time(), key_path=args.keys)
 
-        return await station.ask(prompt_ids, params, on_update=show, timeout=timeout)
+            def diagnose(now: float) -> Any:
+                return diagnosis.check(
+                    now,
+                    station.link_counters,
+                    station.endpoint.drops,
+                    link_error=link.failure,
+                )
+
+            def report(message: str) -> None:
+                if live is not None:
+                    live.end()
+                stderr.write(f"{PROG}: {message}\n")
+                stderr.flush()
+
+            handle = station.submit(prompt_ids, params, on_update=show)
+            outcome = await await_answer(
+                handle, timeout=args.timeout, diagnose=diagnose, report=report
+            )
+            return outcome, station.recovery_counters
     finally:
         link.close()
 
 
-def _counters(answer: Answer) -> dict[str, Any]:
-    counters = dataclasses.asdict(answer.counters)
-    counters["uplink_bits"] = answer.counters.uplink_octets * 8
-    return counters
-
-
-def answer_record(
-    answer: Answer, params: GenerationParams, *, link: str, model: str, chat: bool
-) -> dict[str, Any]:
-    """The ``--json`` object of an answer (``linkstack demo`` extends it)."""
-    end = answer.end
-    return {
-        "link": link,
-        "model": model,
-        "params": {
-            "max_new_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "seed": params.seed,
-            "chat": chat,
-            "stop_ids": list(params.stop_ids),
-        },
-        "request_id": answer.request_id,
-        "prompt_ids": list(answer.prompt_ids),
-        "received_ids": list(answer.received_ids),
-        "text": answer.text,
-        "finish_reason": _finish_name(answer.finish_reason),
-        "error": None if answer.error is None else str(answer.error),
-        "complete": answer.complete,
-        "time_to_first_token_s": answer.time_to_first_token_s,
-        "total_s": answer.total_s,
-        "onboard": None
-        if end is None
-        else {
-            "time_to_first_token_s": end.time_to_first_token_us / 1e6,
-            "generation_s": end.generation_time_ms / 1e3,
-            "tokens_per_s": end.tokens_per_s,
-        },
-        "missing": [[r.first_index, r.count] for r in answer.missing],
-        "reassembly": dataclasses.asdict(answer.stats),
-        "counters": _counters(answer),
-        "drops": answer.drops,
-    }
-
-
-def answer_summary(answer: Answer) -> str:
-    """One line of link statistics for stderr."""
-    c = answer.counters
-    ttft = (
-        "no id"
-        if answer.time_to_first_token_s is None
-        else f"first id {answer.time_to_first_token_s * 1e3:.0f} ms"
-    )
-    return (
-        f"{_finish_name(answer.finish_reason) or 'no end'}, "
-        f"{len(answer.received_ids)} ids, {ttft}, total {answer.total_s:.2f} s; "
-        f"up {c.cltus_sent} CLTU(s), {c.uplink_octets * 8} bits; "
-        f"down {c.frames_received} frames, {c.frames_lost} lost, {c.dropped} dropped, "
-        f"{c.rs_corrected_symbols} RS symbols corrected, {c.rs_uncorrectable} uncorrectable"
-    )
-
-
 # -- entry point -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _logging_to(stream: TextIO, verbose: bool) -> Iterator[None]:
-    """Library log records on ``stream`` for the duration of one command."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("groundstation: %(name)s: %(message)s"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def main(
@@ -489,25 +477,21 @@ def main(
     """Entry point of the ``groundstation`` console script."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = build_parser()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its message
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        with _logging_to(err, args.verbose):
-            return int(args.handler(args, out, err))
-    except _UsageError as exc:
-        err.write(f"groundstation: {exc}\n")
-        return EXIT_USAGE
-    except (_RunError, LinkError) as exc:
-        err.write(f"groundstation: {exc}\n")
-        return EXIT_FAILED
-    except BrokenPipeError:
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    live = LiveLine(out)
+
+    def call(args: argparse.Namespace) -> int:
+        with logging_to(err, PROG, verbosity=args.verbose, live=live):
+            return int(args.handler(args, out, err, live))
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        return run_command(
+            PROG,
+            build_parser(),
+            None if argv is None else list(argv),
+            call,
+            err,
+            failures=(LinkError,),
+        )
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ class StreamRecovery:
         counters.ids_requested += sum(r.count for r in ranges)
         counters.tail_requests += tail is not None
         self._outgoing.append(ResendRequest(self.request_id, tuple(ranges)))
-        logger.debug(
+        logger.info(
             "> ResendRequest %d: %s",
             self.request_id,
             ", ".join(f"{r.first_index}+{r.count}" for r in ranges),

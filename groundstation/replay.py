@@ -20,6 +20,12 @@ Packets) and the downlink CADUs as received, each with its time.  :func:`replay_
 
 Deterministic: the same file gives the same output, every time, on every machine.
 
+The recorded times are the session's: seconds since its start when the capture names
+a wall-clock start (its ``time_reference``), else the recorder's clock as it was.  A
+recording cut short (a crash, ``kill -9``) replays what it holds up to its last whole
+block; :attr:`ReplayResult.truncated` and each record's ``replay.truncated`` say what
+was cut, and :attr:`ReplayResult.warnings` gives the line to show on stderr.
+
 What a replay reproduces of the live ground run, and what it cannot: see
 :data:`REPRODUCED_FIELDS` and :data:`TIMING_FIELDS`.  Fields of ``linkstack demo``'s
 record beyond the ground's (``generated_ids``, ``match``, ``spacecraft_counters``,
@@ -42,12 +48,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from groundstation.assembler import TokenAssembler
-from groundstation.cli import _finish_name, answer_record
+from groundstation.records import GROUND_COUNTERS, answer_record
+from groundstation.records import finish_name as _finish_name
+from groundstation.recovery import RecoveryCounters
 from groundstation.station import Answer, GroundStation
 from linkstack.capture import (
     Capture,
     CaptureError,
     Direction,
+    TruncatedTail,
     UnitKind,
     read_cadu_file,
     read_capture,
@@ -214,10 +223,15 @@ def _request_from_packet(raw: bytes) -> PromptRequest | None:
 
 
 def recorded_requests(
-    capture: Capture, config: LinkConfig, security: LinkSecurity | None = None
+    capture: Capture,
+    config: LinkConfig,
+    security: LinkSecurity | None = None,
+    *,
+    drops: dict[str, int] | None = None,
 ) -> list[RecordedRequest]:
     """The PromptRequests of the capture, in the order they went up; the CLTUs of a
-    protected session decode only with ``security`` (the spacecraft's)."""
+    protected session decode only with ``security`` (the spacecraft's).  ``drops``
+    receives what decoding the CLTUs dropped (``"layer/reason" -> count``)."""
     found = [
         RecordedRequest(unit.t, request, "packet")
         for unit in capture.units
@@ -236,6 +250,8 @@ def recorded_requests(
         while (event := spacecraft.next_event()) is not None:
             if isinstance(event, MessageReceived) and isinstance(event.message, PromptRequest):
                 found.append(RecordedRequest(unit.t, event.message, "cltu"))
+    if drops is not None:
+        drops.update(spacecraft.drops)
     first_cltu = next((u.t for u in capture.units if u.kind is UnitKind.CLTU), None)
     if found and first_cltu is not None:
         # The first request opened the session: the ground sent its Set V(R) (a CLTU
@@ -257,6 +273,18 @@ class ReplayResult:
     #: CLTUs the replayed ground sent, (time, octets), and the recorded ones.
     uplink_replayed: list[tuple[float, bytes]] = field(default_factory=list)
     uplink_recorded: list[tuple[float, bytes]] = field(default_factory=list)
+    #: What a recording cut short lost after its last whole block (the capture's
+    #: :attr:`~linkstack.capture.Capture.truncated`), None for a whole file.
+    truncated: TruncatedTail | None = None
+    #: The file's name, as the records give it.
+    source: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Lines to show on stderr besides the answers: a cut tail, named by its file."""
+        if self.truncated is None:
+            return []
+        return [f"{self.source or 'capture'}: {self.truncated}"]
 
     @property
     def uplink_identical(self) -> bool:
@@ -290,12 +318,13 @@ async def _replay(
     config: LinkConfig,
     requests: Sequence[RecordedRequest],
     security: LinkSecurity | None = None,
-) -> tuple[list[Answer], list[tuple[float, bytes]]]:
+) -> tuple[list[Answer], list[tuple[float, bytes]], RecoveryCounters]:
     loop = asyncio.get_running_loop()
     station = GroundStation(
         tokenizer,
         config=config,
-        first_request_id=requests[0].request.request_id,
+        # The recorded ids, in order: a live ground's allocator may have skipped some.
+        id_source=iter([r.request.request_id for r in requests]).__next__,
         security=security,
     )
     link = _ReplayLink()
@@ -322,7 +351,7 @@ async def _replay(
             )
         timeout = recorded_timeout or (max(last_t - t, 0.0) + _NO_TIMEOUT_SLACK_S)
         answers.append(loop.create_task(handle.answer(timeout)))
-    return [await task for task in answers], link.sent
+    return [await task for task in answers], link.sent, station.recovery_counters
 
 
 def replay_capture(
@@ -354,9 +383,15 @@ def replay_capture(
     if keys is not None:
         ground = link_security(keys, role="ground", persist=False)
         spacecraft = link_security(keys, role="spacecraft", persist=False)
+    uplink_drops: dict[str, int] = {}
     requests = recorded_requests(
-        capture, config, None if spacecraft is None else spacecraft.security
+        capture, config, None if spacecraft is None else spacecraft.security, drops=uplink_drops
     )
+    if not requests and uplink_drops.get("sdls/mac-mismatch"):
+        raise ReplayError(
+            f"{uplink_drops['sdls/mac-mismatch']} recorded uplink frames failed their MAC:"
+            f" the key file {keys} is not the one this session was protected with"
+        )
     if not requests:
         raise ReplayError(
             "the capture holds no PromptRequest (no uplink packet and no decodable CLTU):"
@@ -366,7 +401,7 @@ def replay_capture(
         raise ReplayError("the capture holds no downlink CADU: nothing to replay")
     start = min(requests[0].t, *(u.t for u in capture.units))
     with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(start)) as runner:
-        answers, sent = runner.run(
+        answers, sent, recovery = runner.run(
             _replay(
                 capture,
                 tokenizer,
@@ -377,7 +412,8 @@ def replay_capture(
         )
     metadata = capture.metadata
     recorded = [(u.t, u.data) for u in capture.units if u.kind is UnitKind.CLTU]
-    result = ReplayResult(answers, [], sent, recorded)
+    result = ReplayResult(answers, [], sent, recorded, capture.truncated, source)
+    truncated = None if capture.truncated is None else capture.truncated.to_json()
     link_url = metadata.get("link_url")
     for answer, request in zip(answers, requests, strict=True):
         record = answer_record(
@@ -386,12 +422,14 @@ def replay_capture(
             link=str(link_url) if link_url is not None else f"capture:{source or '-'}",
             model=str(metadata.get("model", "embedded")),
             chat=bool(metadata.get("chat", True)),
+            recovery=recovery,
         )
         record["replay"] = {
             "file": source,
             "side": metadata.get("side"),
             "request_from": request.source,
             "units": len(capture.units),
+            "truncated": truncated,
             "uplink": {
                 "recorded_cltus": len(recorded),
                 "replayed_cltus": len(sent),
@@ -405,8 +443,15 @@ def replay_capture(
 
 
 def comparable(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a live ``--json`` record a replay must reproduce exactly."""
-    return {key: record.get(key) for key in REPRODUCED_FIELDS}
+    """The fields of a live ``--json`` record a replay must reproduce exactly.
+
+    ``counters`` is compared on the ground's fields (docs/json.md): records of schema 1
+    also held the spacecraft's fields, always zero at the ground."""
+    fields = {key: record.get(key) for key in REPRODUCED_FIELDS}
+    counters = fields.get("counters")
+    if isinstance(counters, Mapping):
+        fields["counters"] = {key: counters.get(key) for key in (*GROUND_COUNTERS, "uplink_bits")}
+    return fields
 
 
 # -- replay of a plain CADU file -------------------------------------------------------
@@ -548,9 +593,10 @@ def replay_file(
             raise ReplayError(f"{path}: {exc}") from exc
     recorded_model = capture.metadata.get("model")
     spec = model or (recorded_model if isinstance(recorded_model, str) else "embedded")
+    cut = "" if capture.truncated is None else f" ({capture.truncated})"
     try:
         return spec, replay_capture(capture, tokenizer_for(spec), source=path, keys=keys)
     except CaptureError as exc:
-        raise ReplayError(f"{path}: {exc}") from exc
+        raise ReplayError(f"{path}: {exc}{cut}") from exc
     except ReplayError as exc:
-        raise ReplayError(f"{path}: {exc}") from exc
+        raise ReplayError(f"{path}: {exc}{cut}") from exc

@@ -153,6 +153,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._answer = answer
         self.transport: asyncio.DatagramTransport | None = None
         self.peer: tuple[str, int] | None = None
+        self.last_error: OSError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -163,7 +164,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._receiver(data, self._loop.time())
 
     def error_received(self, exc: Exception) -> None:
-        logger.warning("udp: %s", exc)
+        # An ICMP error for an earlier datagram, e.g. "port unreachable" from a peer
+        # where nothing listens: kept for the application to diagnose.
+        logger.debug("udp: %s", exc)
+        if isinstance(exc, OSError):
+            self.last_error = exc
 
 
 class UdpLink:
@@ -184,6 +189,13 @@ class UdpLink:
     def close(self) -> None:
         if self._protocol.transport is not None:
             self._protocol.transport.close()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the peer cannot be reached, as the socket last reported it (None: no
+        error seen).  Datagrams go on being sent: a peer may start later."""
+        error = self._protocol.last_error
+        return None if error is None else (error.strerror or str(error))
 
     @property
     def local_address(self) -> tuple[str, int] | None:
@@ -221,6 +233,9 @@ class TcpLink:
         self._readers: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.octets_unsent = 0
+        #: The ground's connection was closed by the spacecraft (or broke).
+        self.closed_by_peer = False
+        self._closing = False
 
     def send(self, data: bytes) -> None:
         if self._writer is None or self._writer.is_closing():
@@ -229,12 +244,18 @@ class TcpLink:
         self._writer.write(data)
 
     def close(self) -> None:
+        self._closing = True
         if self._writer is not None:
             self._writer.close()
         if self._server is not None:
             self._server.close()
         for task in self._readers:
             task.cancel()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the ground's connection is gone (None while it stands)."""
+        return "connection closed by the spacecraft" if self.closed_by_peer else None
 
     @property
     def local_address(self) -> tuple[str, int] | None:
@@ -265,6 +286,8 @@ class TcpLink:
             if self._writer is writer:
                 self._writer = None
                 self.connected.clear()
+                if self._server is None and not self._closing:
+                    self.closed_by_peer = True
             writer.close()
 
 

@@ -1245,6 +1245,11 @@ class FopEngine:
         for entry in self._sent_queue:
             if entry.to_be_retransmitted and entry.frame.frame_type == frame_type:
                 entry.to_be_retransmitted = False
+                logger.info(
+                    "> retransmit %s N(S)=%d",
+                    frame_type.value,
+                    entry.frame.sequence_number,
+                )
                 if frame_type == FrameType.AD:
                     self.ad_out_ready = False
                     self.counters["ad-retransmitted"] += 1

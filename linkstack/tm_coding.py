@@ -403,7 +403,7 @@ class CaduSynchronizer:
                         self._decode(pending)
                         pending = []
                         self._events.append(SyncLost(self._base + self._pos))
-                        logger.debug("< sync lost at %d", self._base + self._pos)
+                        logger.info("< sync lost at %d", self._base + self._pos)
                         self.stats.sync_losses += 1
                         self._misses = 0
                         self._state = SyncState.SEARCH
@@ -423,7 +423,7 @@ class CaduSynchronizer:
     def _lock(self, pending: list[tuple[int, int]]) -> None:
         """CHECK -> LOCK: the held blocks before the last marker are decoded."""
         self._events.append(SyncAcquired(self._base + self._held[0][0]))
-        logger.debug("< sync acquired at %d", self._base + self._held[0][0])
+        logger.info("< sync acquired at %d", self._base + self._held[0][0])
         pending.extend(self._held[:-1])
         self._pos = self._held[-1][0]
         self._held = []

@@ -6,9 +6,14 @@ one JSON object (``prompt_ids``, ``generated_ids``, ``text``, ``finish_reason``,
 ``error``, ``model``, ``params``) and nothing time-dependent; without it, it
 streams the text and prints a one-line summary with the timing on stderr.
 
-Exit status: 0 success, 1 a model that cannot be loaded or a generation that
-failed (a message on stderr, never a traceback), 2 bad options, 130 interrupted.
-torch and transformers are imported only once the options have parsed.
+``onboard serve`` binds its link first, then loads the model, then opens
+``--capture``: a port in use or a capture that would overwrite a file fails at once,
+not after a long load.
+
+Exit status (as every linkstack program): 0 success, 1 a model that cannot be loaded,
+a link that cannot be opened or a generation that failed (a message on stderr, never a
+traceback), 2 bad options, 130 interrupted.  torch and transformers are imported only
+once the options have parsed.
 """
 
 from __future__ import annotations
@@ -16,46 +21,60 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from linkstack.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    LiveLine,
+    UsageError,
+    add_verbose_option,
+    logging_to,
+    new_parser,
+    os_cause,
+    positive_int,
+    positive_number,
+    run_command,
+)
 from linkstack.cli.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
     from linkstack.aio import TcpLink, UdpLink
     from linkstack.keystore import RoleSecurity
-    from linkstack.recording import SessionRecorder
+    from onboard.model import ModelHandle
+    from onboard.service import OnboardService
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class _UsageError(Exception):
-    """Options that parse but make no sense together: exit 2."""
+PROG: Final = "onboard"
+#: Seconds between two looks at the uplink's SDLS refusals (serve).
+_DIAGNOSIS_INTERVAL_S: Final = 1.0
+#: Uplink frames refused before the spacecraft names the likely cause.
+_DIAGNOSIS_MIN_DROPS: Final = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="onboard", description="Spacecraft side of linkstack: Qwen-3 onboard."
-    )
+    parser = new_parser(PROG, "Spacecraft side of linkstack: Qwen-3 on board.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser(
-        "generate", help="generate from a prompt on the spot (no link): the reference run"
+        "generate",
+        help="generate from a prompt on the spot (no link): the reference run",
+        description="Generate from PROMPT with no link: the ids any link run must reproduce.",
     )
     gen.add_argument("prompt", metavar="PROMPT", help="prompt text")
     _add_model_options(gen)
     add_generation_options(gen)
     gen.add_argument("--json", action="store_true", help="print one JSON object")
+    add_verbose_option(gen)
     gen.set_defaults(handler=_generate)
 
     serve = commands.add_parser(
-        "serve", help="the spacecraft: serve PromptRequests over a link until SIGINT/SIGTERM"
+        "serve",
+        help="the spacecraft: serve PromptRequests over a link until SIGINT/SIGTERM",
+        description="Bind the link, load the model and answer PromptRequests from the"
+        " ground until SIGINT or SIGTERM.",
     )
     serve.add_argument(
         "--link",
@@ -66,17 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(serve)
     serve.add_argument(
         "--downlink-rate",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="BPS",
         help="downlink bit rate the CADUs are paced at (default: unpaced)",
     )
     serve.add_argument(
-        "--max-queue", type=int, default=8, metavar="N", help="requests waiting (default 8)"
+        "--max-queue",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="requests waiting (default 8)",
     )
     serve.add_argument(
         "--housekeeping-interval",
-        type=float,
+        type=positive_number,
         default=10.0,
         metavar="S",
         help="seconds between Housekeeping messages (default 10)",
@@ -85,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--capture",
         metavar="FILE.pcapng",
         help="record the session on board: CLTUs as received, CADUs as sent, Space Packets"
-        " (with --keys: ciphertext only)",
+        " (with --keys: ciphertext only); an existing file is kept unless --force",
+    )
+    serve.add_argument(
+        "--force", action="store_true", help="let --capture replace an existing file"
     )
     serve.add_argument(
         "--keys",
@@ -93,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SDLS key file (linkstack keys generate): verify the uplink and protect the"
         " downlink; IV counters are kept in PATH.spacecraft.counters",
     )
-    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(serve)
     serve.set_defaults(handler=_serve)
     return parser
 
@@ -105,7 +131,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
+    parser.add_argument(
+        "--device", default=None, metavar="DEV", help="cpu, cuda, cuda:N (default: cuda if any)"
+    )
     parser.add_argument(
         "--dtype",
         choices=("auto", "float32", "bfloat16", "float16"),
@@ -114,30 +142,24 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from linkstack.errors import LocalProtocolError
-    from onboard.generation import (
-        FinishReason,
-        GenerationParams,
-        GenerationRequestError,
-        generate,
-    )
+def _load(args: argparse.Namespace, stderr: TextIO) -> ModelHandle:
+    """The model of ``--model``, with a line saying so (a real checkpoint takes a while;
+    ``--json`` keeps stderr for errors)."""
     from onboard.model import load_model
+
+    if not args.json:
+        stderr.write(f"{PROG}: loading model {args.model} ...\n")
+        stderr.flush()
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
+    from onboard.generation import FinishReason, GenerationRequestError, generate
     from onboard.service import params_from_wire
 
-    try:
-        # Checked as the generator checks them first (its messages), then as the
-        # link carries them: the reference run uses what a PromptRequest would.
-        GenerationParams(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
-        wire = wire_params(args)
-    except (GenerationRequestError, LocalProtocolError) as exc:
-        raise _UsageError(str(exc)) from exc
-    handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    # Checked as the link carries them: the reference run uses what a PromptRequest would.
+    wire = wire_params(args)
+    handle = _load(args, stderr)
     params = params_from_wire(dataclasses.replace(wire, stop_ids=handle.stop_ids))
     tokenizer = handle.tokenizer
     prompt_ids = tokenizer.encode_prompt(args.prompt, chat=not args.no_chat)
@@ -148,13 +170,13 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             decoder = tokenizer.incremental_decoder(skip_special=True)
 
             def show(token_id: int) -> None:
-                stdout.write(decoder.push([token_id]))
-                stdout.flush()
+                live.write(decoder.push([token_id]))
 
             result = generate(handle, prompt_ids, params, on_token=show)
-            stdout.write(decoder.flush() + "\n")
+            live.write(decoder.flush())
+            live.end()
     except GenerationRequestError as exc:
-        raise _UsageError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     error = None if result.error is None else f"{result.error.kind}: {result.error.message}"
     if args.json:
         record: dict[str, Any] = {
@@ -177,51 +199,34 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     else:
         timing = result.timing
         stderr.write(
-            f"onboard: {result.finish_reason}, {timing.tokens} ids, "
+            f"{PROG}: {result.finish_reason}, {timing.tokens} ids, "
             f"first id {timing.first_token_s * 1e3:.0f} ms, "
             f"{timing.decode_tokens_per_s:.1f} ids/s ({handle.description})\n"
         )
     if result.finish_reason is FinishReason.ERROR:
-        stderr.write(f"onboard: generation failed: {error}\n")
+        stderr.write(f"{PROG}: generation failed: {error}\n")
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
     import asyncio
 
     from linkstack.aio import LinkAddress
+    from linkstack.cli.capture import check_capture_path
     from linkstack.errors import LocalProtocolError
 
     try:
         LinkAddress.parse(args.link)
     except LocalProtocolError as exc:
-        raise _UsageError(str(exc)) from exc
-    if args.downlink_rate is not None and not args.downlink_rate > 0:
-        raise _UsageError(f"--downlink-rate {args.downlink_rate} bit/s must be positive")
-    if args.max_queue < 1:
-        raise _UsageError(f"--max-queue {args.max_queue} must be >= 1")
-    if not args.housekeeping_interval > 0:
-        raise _UsageError(
-            f"--housekeeping-interval {args.housekeeping_interval} s must be positive"
-        )
+        raise UsageError(f"--link: {exc}") from exc
+    check_capture_path(args.capture, force=args.force)
     keys: RoleSecurity | None = None
     if args.keys is not None:
         from linkstack.keystore import link_security
 
         keys = link_security(args.keys, role="spacecraft")
-    handler = logging.StreamHandler(stderr)
-    handler.setFormatter(logging.Formatter("onboard: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        from onboard.model import load_model
-
-        handle = load_model(args.model, device=args.device, dtype=args.dtype)
-        return asyncio.run(_serve_link(args, handle, stderr, keys))
-    finally:
-        root.removeHandler(handler)
+    return asyncio.run(_serve_link(args, stderr, keys))
 
 
 def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
@@ -233,102 +238,146 @@ def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
     return f"{scheme}://{host}:{address[1]}"
 
 
-async def _serve_link(
-    args: argparse.Namespace, handle: Any, stderr: TextIO, keys: RoleSecurity | None = None
-) -> int:
+async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecurity | None) -> int:
+    """Bind, then load the model (units heard meanwhile are dropped: COP-1 sends them
+    again), then open the capture and serve."""
     import asyncio
 
+    from linkstack.aio import LinkAddress, open_link
     from linkstack.capture import session_metadata
     from linkstack.cli.capture import open_recorder
     from linkstack.endpoints import LinkConfig
+    from linkstack.recording import RecordingLink
+    from onboard.service import OnboardService
 
-    metadata = session_metadata(
-        LinkConfig(),
-        side="spacecraft",
-        program="onboard serve",
-        link_url=args.link,
-        model=args.model,
+    deliver: list[Any] = []  # the service's receiver, once there is a service
+
+    def on_receive(data: bytes, now: float) -> None:
+        if deliver:
+            deliver[0](data, now)
+
+    try:
+        link = await open_link(args.link, role="spacecraft", on_receive=on_receive)
+    except OSError as exc:
+        raise LinkOpenError(f"cannot open {args.link}: {os_cause(exc)}") from exc
+    try:
+        url = _bound_url(link, LinkAddress.parse(args.link).scheme, args.link)
+        stderr.write(f"{PROG}: bound {url}; loading model {args.model} ...\n")
+        stderr.flush()
+        from onboard.model import load_model
+
+        handle = await asyncio.to_thread(
+            load_model, args.model, device=args.device, dtype=args.dtype
+        )
+        service = OnboardService.for_model(
+            handle,
+            max_queue=args.max_queue,
+            housekeeping_interval=args.housekeeping_interval,
+            downlink_rate_bps=args.downlink_rate,
+            security=None if keys is None else keys.security,
+        )
+        metadata = session_metadata(
+            LinkConfig(),
+            side="spacecraft",
+            program="onboard serve",
+            link_url=args.link,
+            model=args.model,
+        )
+        if keys is not None:  # a protected session: ciphertext only, SPIs but never keys
+            metadata["security"] = keys.metadata()
+        loop = asyncio.get_running_loop()
+        with open_recorder(
+            args.capture,
+            metadata,
+            side="spacecraft",
+            clock=loop.time,
+            record_packets=keys is None,
+            split_cltus=args.link.startswith("tcp:"),
+            force=args.force,
+        ) as recorder:
+            if recorder is None:
+                deliver.append(service.on_receive)
+                service.attach(link)
+            else:
+                deliver.append(recorder.receiver(service.on_receive))
+                service.endpoint.packet_tap = recorder.tap
+                service.attach(RecordingLink(link, recorder))
+            stderr.write(f"{PROG}: serving on {url} ({handle.description})\n")
+            stderr.flush()
+            try:
+                await _serve_until_stopped(service, stderr, secured=keys is not None)
+            finally:
+                service.close()
+                if recorder is not None:
+                    recorder.flush(loop.time())
+    finally:
+        link.close()
+    if keys is not None:
+        keys.save_receive_state()
+    counters = service.core.counters
+    stderr.write(
+        f"{PROG}: stopped; {counters.requests_accepted} requests accepted, "
+        f"{counters.requests_refused} refused, {counters.tokens_sent} ids sent; "
+        f"{_security_line(keys is not None, service.endpoint.drops)}\n"
     )
-    if keys is not None:  # a protected session: ciphertext only, SPIs but never keys
-        metadata["security"] = keys.metadata()
-    loop = asyncio.get_running_loop()
-    with open_recorder(
-        args.capture,
-        metadata,
-        side="spacecraft",
-        clock=loop.time,
-        record_packets=keys is None,
-        split_cltus=args.link.startswith("tcp:"),
-    ) as recorder:
-        try:
-            return await _serve_recorded(args, handle, stderr, recorder, keys)
-        finally:
-            if recorder is not None:
-                recorder.flush(loop.time())
+    return EXIT_OK
 
 
-async def _serve_recorded(
-    args: argparse.Namespace,
-    handle: Any,
-    stderr: TextIO,
-    recorder: SessionRecorder | None,
-    keys: RoleSecurity | None = None,
-) -> int:
+async def _serve_until_stopped(service: OnboardService, stderr: TextIO, *, secured: bool) -> None:
+    """Run the transmitter until SIGINT/SIGTERM, naming the likely cause once when the
+    uplink's frames are refused for SDLS reasons."""
     import asyncio
     import signal
 
-    from linkstack.aio import LinkAddress, open_link
-    from onboard.service import OnboardService
-
-    service = OnboardService.for_model(
-        handle,
-        max_queue=args.max_queue,
-        housekeeping_interval=args.housekeeping_interval,
-        downlink_rate_bps=args.downlink_rate,
-        security=None if keys is None else keys.security,
-    )
-    try:
-        link = await open_link(
-            args.link,
-            role="spacecraft",
-            on_receive=service.on_receive
-            if recorder is None
-            else recorder.receiver(service.on_receive),
-        )
-    except OSError as exc:
-        raise LinkOpenError(f"cannot open {args.link}: {exc}") from exc
-    if recorder is not None:
-        service.endpoint.packet_tap = recorder.tap
-    service.attach(link if recorder is None else recorder.link(link))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     runner = loop.create_task(service.run())
-    url = _bound_url(link, LinkAddress.parse(args.link).scheme, args.link)
-    stderr.write(f"onboard: serving on {url} ({handle.description})\n")
-    stderr.flush()
     stopper = loop.create_task(stop.wait())
+    told = False
     try:
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if runner in done:
-            runner.result()  # the transmitter never ends on its own: re-raise what stopped it
+        while True:
+            done, _ = await asyncio.wait(
+                {runner, stopper},
+                timeout=_DIAGNOSIS_INTERVAL_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if runner in done:
+                runner.result()  # the transmitter never ends on its own: re-raise
+            if stopper in done:
+                return
+            if not told and (cause := _uplink_diagnosis(service, secured=secured)):
+                stderr.write(f"{PROG}: {cause}\n")
+                stderr.flush()
+                told = True
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         for task in (runner, stopper):
             task.cancel()
         await asyncio.gather(runner, stopper, return_exceptions=True)
-        service.close()
-        if keys is not None:
-            keys.save_receive_state()
-        counters = service.core.counters
-        stderr.write(
-            f"onboard: stopped; {counters.requests_accepted} requests accepted, "
-            f"{counters.requests_refused} refused, {counters.tokens_sent} ids sent; "
-            f"{_security_line(keys is not None, service.endpoint.drops)}\n"
+
+
+def _uplink_diagnosis(service: OnboardService, *, secured: bool) -> str | None:
+    """Why the ground's frames are refused, when nothing from it was ever accepted."""
+    counters, drops = service.endpoint.counters, service.endpoint.drops
+    if counters.messages_received:
+        return None
+    sdls = sum(n for key, n in drops.items() if key.startswith("sdls/"))
+    if secured and sdls >= _DIAGNOSIS_MIN_DROPS:
+        reasons = ", ".join(f"{k} {n}" for k, n in sorted(drops.items()) if k.startswith("sdls/"))
+        return (
+            f"{sdls} uplink frames refused by SDLS ({reasons}): is the ground running"
+            " without --keys, or with another key file?"
         )
-    return EXIT_OK
+    if not secured and sum(drops.values()) >= _DIAGNOSIS_MIN_DROPS:
+        return (
+            f"{sum(drops.values())} uplink frames arrived but none carried a readable"
+            " message: the ground probably protects its uplink with SDLS; start with the"
+            " same --keys"
+        )
+    return None
 
 
 def _security_line(enabled: bool, drops: Any) -> str:
@@ -357,23 +406,17 @@ def main(
     """Entry point of the ``onboard`` console script."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its message
-        return int(exc.code or 0)
-    try:
-        return int(args.handler(args, out, err))
-    except _UsageError as exc:
-        err.write(f"onboard: {exc}\n")
-        return EXIT_USAGE
-    except LinkError as exc:
-        err.write(f"onboard: {exc}\n")
-        return EXIT_FAILED
-    except BrokenPipeError:
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    live = LiveLine(out)
+
+    def call(args: argparse.Namespace) -> int:
+        # A server logs what it does (INFO) by default; -v adds every frame.
+        verbosity = args.verbose + (args.command == "serve")
+        with logging_to(err, PROG, verbosity=verbosity, live=live):
+            return int(args.handler(args, out, err, live))
+
+    return run_command(
+        PROG, build_parser(), None if argv is None else list(argv), call, err, failures=(LinkError,)
+    )
 
 
 if __name__ == "__main__":

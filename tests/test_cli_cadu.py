@@ -102,9 +102,9 @@ def test_encode_partial_frame_encodes_whole_ones_then_fails() -> None:
         ),
     ],
 )
-def test_bad_options_exit_1_with_a_message(argv: list[str], words: str) -> None:
+def test_bad_option_values_exit_2_with_a_message(argv: list[str], words: str) -> None:
     code, out, err = run(argv, b"")
-    assert code == 1 and out == b""
+    assert code == 2 and out == b""
     assert err.startswith("linkstack: ") and words in err and "Traceback" not in err
 
 

@@ -99,17 +99,28 @@ def test_bad_options_exit_2_with_a_message(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--timeout", "0"], "--timeout 0.0 must be a positive"),
-        (["--temperature", "0.0001"], "temperature"),
-        (["--max-new-tokens", "0"], "max_new_tokens"),
-        (["--model", "/nonexistent/checkpoint"], "/nonexistent/checkpoint"),
+        (["--timeout", "0"], "argument --timeout: 0 is not a positive number of seconds"),
+        (["--temperature", "0.0001"], "--temperature 0.0001 is not a multiple of 0.001"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 must be in 1..16384"),
     ],
 )
-def test_impossible_requests_exit_1_with_a_message(argv: list[str], message: str) -> None:
+def test_impossible_values_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run_demo(*argv)
+    err += capsys.readouterr().err  # argparse's own messages go to the process stderr
+    assert code == 2
+    assert out == b""
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_model_that_cannot_load_exits_1_with_a_message() -> None:
+    code, out, err = run_demo("--model", "/nonexistent/checkpoint")
     assert code == 1
     assert out == b""
-    assert err.startswith("linkstack: ") and message in err
+    assert err.startswith("linkstack demo: loading model /nonexistent/checkpoint ...\n")
+    assert err.splitlines()[-1].startswith("linkstack: ") and "/nonexistent/checkpoint" in err
     assert "Traceback" not in err
 
 

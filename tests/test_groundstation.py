@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 
 from groundstation.cli import default_stop_ids, main
+from groundstation.request_ids import RequestIdAllocator
 from groundstation.station import (
     GroundStation,
+    RequestIdInUseError,
     RequestTimeoutError,
     SpacecraftError,
     Update,
+    request_digest,
 )
 from linkstack.aio import Link, LoopbackLink, open_link
 from linkstack.channel import link_profile
@@ -129,6 +132,17 @@ def connect(station: GroundStation, spacecraft: FakeSpacecraft, *, seed: int = 1
 @pytest.fixture
 def tokenizer(qwen3_tokenizer: Tokenizer) -> Tokenizer:
     return qwen3_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def request_id_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The request-id state of every ground process these tests start: a file of the
+    test's own (never the user's ``~/.local/state``), whose next id is 0."""
+    state = tmp_path / "xdg-state" / "linkstack" / "request-ids.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"version": 1, "next_request_id": 0}))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    return state
 
 
 _BYTE_IDS: dict[int, int] = {}
@@ -412,6 +426,114 @@ async def test_request_ids_wrap_at_u16(tokenizer: Tokenizer) -> None:
     assert first.complete and second.complete
 
 
+async def test_ids_come_from_the_id_source_skipping_those_in_flight(tokenizer: Tokenizer) -> None:
+    given = iter([7, 7, 8])
+
+    def script(r: PromptRequest) -> list[Message]:
+        return (
+            [] if r.request_id == 7 else [TokenChunk(r.request_id, 0, (7,)), eos(r.request_id, 1)]
+        )
+
+    station = GroundStation(tokenizer, id_source=lambda: next(given, 7))
+    link = connect(station, FakeSpacecraft(script))
+    silent = station.submit([1], PARAMS)  # 7 stays in flight
+    second = await station.ask([1], PARAMS, timeout=10)
+    assert (silent.request_id, second.request_id) == (7, 8)  # the second 7 was skipped
+    assert station.in_flight == (7,)
+    with pytest.raises(InvalidState, match="id_source gave only ids in flight"):
+        station.submit([1], PARAMS)  # the source gives 7 for ever
+    link.close()
+
+
+async def test_an_id_source_out_of_range_or_with_a_first_id_is_misuse(
+    tokenizer: Tokenizer,
+) -> None:
+    with pytest.raises(LocalProtocolError, match="first_request_id 3 and id_source"):
+        GroundStation(tokenizer, first_request_id=3, id_source=lambda: 0)
+    station = GroundStation(tokenizer, id_source=lambda: 0x10000)
+    link = connect(station, FakeSpacecraft(lambda r: []))
+    with pytest.raises(LocalProtocolError, match=r"request id 65536 outside 0\.\.65535"):
+        station.submit([1], PARAMS)
+    link.close()
+
+
+def duplicate_refusal(r: PromptRequest, *, digest: str | None = None) -> ErrorReport:
+    """The spacecraft's refusal of ``r`` (docs/protocol.md §8.1)."""
+    return ErrorReport(
+        request_id=r.request_id,
+        reason=ErrorReason.DUPLICATE_REQUEST,
+        detail=f"id {r.request_id} running; refused sha256:{digest or request_digest(r)}",
+    )
+
+
+async def test_a_refused_reused_id_is_a_clear_error_naming_the_id(tokenizer: Tokenizer) -> None:
+    station = GroundStation(tokenizer, first_request_id=41)
+    link = connect(station, FakeSpacecraft(lambda r: [duplicate_refusal(r)]))
+    answer = await station.ask([1], PARAMS, timeout=10)
+    link.close()
+    assert isinstance(answer.error, RequestIdInUseError)
+    assert isinstance(answer.error, SpacecraftError)
+    assert answer.error.reason is ErrorReason.DUPLICATE_REQUEST
+    assert answer.error.state == "running"
+    assert str(answer.error) == (
+        "request 41: refused by the spacecraft: request id 41 is still in use on board"
+        " (running) by another request; ask again for a new id"
+    )
+    assert answer.received_ids == ()
+    assert station.counters.answers_failed == 1
+    assert station.counters.refusals_of_other_requests == 0
+
+
+async def test_a_refusal_without_the_digest_is_taken_as_ours(tokenizer: Tokenizer) -> None:
+    report = ErrorReport(request_id=0, reason=ErrorReason.DUPLICATE_REQUEST, detail="id in use")
+    station = GroundStation(tokenizer)
+    link = connect(station, FakeSpacecraft(lambda r: [report]))
+    answer = await station.ask([1], PARAMS, timeout=10)
+    link.close()
+    assert isinstance(answer.error, RequestIdInUseError)
+    assert answer.error.state is None
+    assert "request id 0 is still in use on board (id in use)" in str(answer.error)
+
+
+async def test_the_refusal_of_another_grounds_request_leaves_ours_going(
+    tokenizer: Tokenizer,
+) -> None:
+    # Another ground reused our id 0; the spacecraft refused its request, not ours.
+    def script(r: PromptRequest) -> list[Message]:
+        return [
+            TokenChunk(r.request_id, 0, (5,)),
+            duplicate_refusal(r, digest="0123456789abcdef"),
+            TokenChunk(r.request_id, 1, (6,)),
+            eos(r.request_id, 2),
+        ]
+
+    station = GroundStation(tokenizer)
+    link = connect(station, FakeSpacecraft(script))
+    answer = await station.ask([1], PARAMS, timeout=10)
+    link.close()
+    assert answer.complete, answer.error
+    assert answer.received_ids == (5, 6)
+    assert station.counters.refusals_of_other_requests == 1
+    assert station.counters.error_reports == 1
+
+
+async def test_a_station_on_the_allocator_continues_the_previous_process(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    state = tmp_path / "request-ids.json"
+    spacecraft = FakeSpacecraft(lambda r: [TokenChunk(r.request_id, 0, (7,)), eos(r.request_id, 1)])
+    ids = []
+    for _ in range(2):  # two ground processes in a row
+        station = GroundStation(tokenizer, id_source=RequestIdAllocator(state))
+        link = connect(station, spacecraft)
+        answer = await station.ask([1], PARAMS, timeout=10)
+        link.close()
+        assert answer.complete
+        ids.append(answer.request_id)
+    assert ids[1] == (ids[0] + 1) % 0x1_0000
+    assert [r.request_id for r in spacecraft.requests] == ids
+
+
 async def test_caller_misuse_raises_typed_errors(tokenizer: Tokenizer) -> None:
     station = GroundStation(tokenizer)
     with pytest.raises(InvalidState, match="no link attached"):
@@ -447,13 +569,11 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
         (["ask", "hi", "--link", "tcp://localhost"], "expected tcp://HOST:PORT"),
         (["ask", "hi", "--link", "udp://h:99999"], "expected udp://HOST:PORT"),
         (["ask", "hi", "--link", "tcp://h:1", "--temperature", "0.7001"], "not a multiple"),
-        (["ask", "hi", "--link", "tcp://h:1", "--temperature", "nan"], "not finite"),
-        (["ask", "hi", "--link", "tcp://h:1", "--top-p", "0"], "top_p_milli 0"),
-        (["ask", "hi", "--link", "tcp://h:1", "--max-new-tokens", "0"], "max_new_tokens 0"),
-        (["ask", "hi", "--link", "tcp://h:1", "--max-new-tokens", "99999"], "max_new_tokens"),
-        (["ask", "hi", "--link", "tcp://h:1", "--seed", "-1"], "seed -1"),
-        (["ask", "hi", "--link", "tcp://h:1", "--timeout", "0"], "--timeout 0"),
-        (["ask", "hi", "--link", "tcp://h:1", "--timeout", "inf"], "--timeout inf"),
+        (["ask", "hi", "--link", "tcp://h:1", "--temperature", "nan"], "--temperature nan must"),
+        (["ask", "hi", "--link", "tcp://h:1", "--top-p", "0"], "--top-p 0 must be in 0.001..1"),
+        (["ask", "hi", "--link", "tcp://h:1", "--max-new-tokens", "0"], "--max-new-tokens 0"),
+        (["ask", "hi", "--link", "tcp://h:1", "--max-new-tokens", "99999"], "1..16384"),
+        (["ask", "hi", "--link", "tcp://h:1", "--seed", "-1"], "--seed -1"),
         (["ask", "hi", "--link", "tcp://h:1", "--model", "/no/such/dir"], "/no/such/dir"),
         (["ask", "hi", "--link", "tcp://h:1", "--seed", "x"], "invalid int value"),
         (["ask", "hi", "--link", "tcp://h:1", "--top-p", "big"], "invalid float value"),
@@ -467,6 +587,18 @@ def test_cli_bad_options_exit_2_with_a_message(argv: list[str], message: str) ->
     assert code == 2
     assert message in err
     assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "0 is not a positive number of seconds"), ("inf", "'inf' is not a finite number")],
+)
+def test_cli_bad_timeout_is_a_usage_error(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = run_cli("ask", "hi", "--link", "tcp://h:1", "--timeout", value)
+    assert code == 2
+    assert f"argument --timeout: {message}" in err + capsys.readouterr().err
 
 
 def test_cli_empty_prompt_without_chat_is_a_usage_error(
@@ -485,8 +617,10 @@ def free_udp_port() -> int:
 
 
 def test_cli_timeout_when_nobody_answers(xdg_cache_home: Path, qwen3_tokenizer: Tokenizer) -> None:
-    url = f"udp://127.0.0.1:{free_udp_port()}"
-    code, out, err = run_cli("ask", "hello", "--link", url, "--timeout", "0.3", "--json")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        url = f"udp://127.0.0.1:{silent.getsockname()[1]}"
+        code, out, err = run_cli("ask", "hello", "--link", url, "--timeout", "0.3", "--json")
     assert code == 1
     assert "no complete answer after 0.3 s, 0 ids received" in err
     assert "Traceback" not in err
@@ -508,7 +642,7 @@ def test_cli_tcp_connection_refused_is_a_clean_failure(
         port = probe.getsockname()[1]
     code, _, err = run_cli("ask", "hello", "--link", f"tcp://127.0.0.1:{port}", "--timeout", "5")
     assert code == 1
-    assert f"cannot open link tcp://127.0.0.1:{port}" in err
+    assert f"cannot reach tcp://127.0.0.1:{port}: Connection refused" in err
     assert "Traceback" not in err
 
 

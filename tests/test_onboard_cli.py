@@ -79,9 +79,9 @@ def test_generate_from_a_checkpoint_directory(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["generate", "hi", "--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
-        (["generate", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
-        (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens must be >= 1, got 0"),
+        (["generate", "hi", "--top-p", "0"], "onboard: --top-p 0 must be in 0.001..1"),
+        (["generate", "hi", "--temperature", "-1"], "onboard: --temperature -1 must be in"),
+        (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens 0 must be in 1..16384"),
         (["generate", "hi", "--max-new-tokens", "x"], "invalid int value: 'x'"),
         (["generate", "hi", "--dtype", "float8"], "invalid choice: 'float8'"),
         (["generate"], "the following arguments are required: PROMPT"),

@@ -146,6 +146,19 @@ def test_demo_with_keys_matches_and_captures_ciphertext_only(
     assert replayed["replay"]["request_from"] == "cltu"
     assert_no_key(keys, replay_out.getvalue(), replay_err.getvalue())
 
+    # With another key file the replay says the MACs fail, not that nothing was asked.
+    other = tmp_path / "other.json"
+    generate_key_file(other)
+    replay_out, replay_err = io.StringIO(), io.StringIO()
+    code = groundstation_main(
+        ["replay", str(capture), "--keys", str(other)], stdout=replay_out, stderr=replay_err
+    )
+    assert code == 1
+    assert replay_err.getvalue() == (
+        f"groundstation: {capture}: 2 recorded uplink frames failed their MAC: the key file"
+        f" {other} is not the one this session was protected with\n"
+    )
+
 
 def test_demo_without_keys_reports_security_off(xdg_cache_home: object) -> None:
     code, out, err = run_demo("--json", "--profile", "ideal", "--max-new-tokens", "4", "Hi")

@@ -16,8 +16,9 @@ import argparse
 import json
 from typing import Any, BinaryIO
 
+from linkstack.cli.base import UsageError
 from linkstack.cli.main import EXIT_OK, EXIT_USAGE_OR_PARTIAL, CliError, Streams
-from linkstack.errors import Dropped
+from linkstack.errors import Dropped, LocalProtocolError
 from linkstack.tm_coding import (
     Basis,
     CaduSynchronizer,
@@ -97,14 +98,17 @@ def _coding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, **sync: int) -> TmCodingConfig:
-    return TmCodingConfig(
-        interleave=args.interleave,
-        error_correction=args.error_correction,
-        frame_length=args.frame_length,
-        basis=Basis(args.basis),
-        randomize=not args.no_randomize,
-        **sync,
-    )
+    try:
+        return TmCodingConfig(
+            interleave=args.interleave,
+            error_correction=args.error_correction,
+            frame_length=args.frame_length,
+            basis=Basis(args.basis),
+            randomize=not args.no_randomize,
+            **sync,
+        )
+    except LocalProtocolError as exc:  # a value the options cannot take: usage
+        raise UsageError(str(exc)) from exc
 
 
 def _read_chunk(stream: BinaryIO) -> bytes:

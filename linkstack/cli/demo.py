@@ -6,7 +6,9 @@ arrives.  The ground station, the onboard service and the link are the same obje
 ``groundstation ask`` and ``onboard serve`` use, joined by a
 :class:`~linkstack.aio.LoopbackLink` running on the event loop's clock.
 
-torch and transformers are imported only once the options have parsed.
+Options are checked (and ``--capture``'s path) before the model loads; torch and
+transformers are imported only then.  Ctrl-C cancels the request on board, prints what
+arrived and exits 130.
 """
 
 from __future__ import annotations
@@ -21,12 +23,23 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from linkstack.channel import PROFILE_NAMES, ChannelConfig, Outage
-from linkstack.cli.main import EXIT_FAILED, EXIT_OK, CliError, Streams
+from linkstack.cli.base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LiveLine,
+    RunError,
+    add_verbose_option,
+    logging_to,
+    positive_seconds,
+    probability,
+)
+from linkstack.cli.main import Streams
 from linkstack.cli.options import add_generation_options, wire_params
 
 if TYPE_CHECKING:
-    from groundstation.station import Answer, Update
-    from linkstack.aio import LoopbackLink
+    from groundstation.session import Outcome
+    from groundstation.station import Update
     from linkstack.inference_protocol import GenerationParams
     from linkstack.keystore import RoleSecurity
     from linkstack.recording import SessionRecorder
@@ -34,13 +47,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PROMPT = "Hello from the ground station. What do you see from orbit?"
 DEFAULT_TIMEOUT_S = 600.0
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a probability in 0..1")
-    return value
 
 
 def _outage(text: str) -> Outage:
@@ -60,9 +66,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo = commands.add_parser(
         "demo",
         help="run ground station, link and spacecraft in one process and stream an answer",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    demo.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, metavar="PROMPT")
+    demo.add_argument(
+        "prompt",
+        nargs="?",
+        default=DEFAULT_PROMPT,
+        metavar="PROMPT",
+        help=f"prompt text (default {DEFAULT_PROMPT!r})",
+    )
     demo.add_argument(
         "--model",
         default="embedded",
@@ -72,17 +84,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo.add_argument(
         "--profile", default="s-band", choices=PROFILE_NAMES, help="link profile (default s-band)"
     )
-    demo.add_argument("--ber", type=_probability, metavar="X", help="raw bit error rate, both ways")
+    demo.add_argument("--ber", type=probability, metavar="X", help="raw bit error rate, both ways")
     demo.add_argument(
         "--burst",
-        type=_probability,
+        type=probability,
         default=0.0,
         metavar="P",
         help="probability a unit is hit by an error burst longer than R-S corrects",
     )
-    demo.add_argument("--drop", type=_probability, default=0.0, metavar="P", help="unit loss")
-    demo.add_argument("--duplicate", type=_probability, default=0.0, metavar="P")
-    demo.add_argument("--reorder", type=_probability, default=0.0, metavar="P")
+    demo.add_argument(
+        "--drop", type=probability, default=0.0, metavar="P", help="probability a unit is lost"
+    )
+    demo.add_argument(
+        "--duplicate",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability a unit arrives twice",
+    )
+    demo.add_argument(
+        "--reorder",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability a unit is held back behind the next ones",
+    )
     demo.add_argument(
         "--outage",
         type=_outage,
@@ -92,17 +118,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="loss of signal both ways, seconds after the start (repeatable)",
     )
     add_generation_options(demo, seed_help="sampling and channel seed (default 0)")
-    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if any)")
     demo.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="give up after S s"
+        "--device", default=None, metavar="DEV", help="cpu, cuda, cuda:N (default: cuda if any)"
     )
-    demo.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    demo.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up after S seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    demo.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end (docs/json.md)"
+    )
+    add_verbose_option(demo)
     demo.add_argument(
         "--capture",
         metavar="FILE.pcapng",
         help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets"
-        " (with --keys: ciphertext only)",
+        " (with --keys: ciphertext only); an existing file is kept unless --force",
     )
+    demo.add_argument("--force", action="store_true", help="let --capture replace an existing file")
     demo.add_argument(
         "--keys",
         metavar="PATH",
@@ -135,15 +171,11 @@ def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
 
 
 def run(args: argparse.Namespace, io: Streams) -> int:
-    from linkstack.errors import LocalProtocolError
+    from linkstack.cli.capture import check_capture_path
 
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise CliError(f"--timeout {args.timeout} must be a positive number of seconds")
-    try:
-        uplink, downlink = _channels(args)
-        params = wire_params(args)
-    except LocalProtocolError as exc:
-        raise CliError(str(exc)) from exc
+    uplink, downlink = _channels(args)
+    params = wire_params(args)
+    check_capture_path(args.capture, force=args.force)
 
     keys: tuple[RoleSecurity, RoleSecurity] | None = None
     if args.keys is not None:
@@ -156,6 +188,9 @@ def run(args: argparse.Namespace, io: Streams) -> int:
 
     from onboard.model import load_model
 
+    if not args.json:
+        io.stderr.write(f"linkstack demo: loading model {args.model} ...\n")
+        io.stderr.flush()
     handle = load_model(args.model, device=args.device)
     params = dataclasses.replace(params, stop_ids=handle.stop_ids)
     prompt_ids = tuple(handle.tokenizer.encode_prompt(args.prompt, chat=not args.no_chat))
@@ -164,8 +199,9 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             f"linkstack demo: {handle.description}; profile {args.profile}; "
             f"{len(prompt_ids)} prompt ids up\n"
         )
-    with _recorder(args, uplink, downlink, keys) as recorder:
-        record = asyncio.run(
+    live = LiveLine(None if args.json else io.stdout)
+    with logging_to(io.stderr, "linkstack", verbosity=args.verbose, live=live):
+        outcome, record = asyncio.run(
             _demo(
                 args,
                 io,
@@ -174,7 +210,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
                 params,
                 uplink=uplink,
                 downlink=downlink,
-                recorder=recorder,
+                live=live,
                 keys=keys,
             )
         )
@@ -183,6 +219,14 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     if args.json:
         io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     io.stdout.flush()
+    if outcome.interrupted:
+        io.stderr.write(
+            f"linkstack demo: interrupted ({outcome.signal_name}) after"
+            f" {len(outcome.answer.received_ids)} ids; Cancel sent for request"
+            f" {outcome.answer.request_id}"
+            + (", the spacecraft confirmed it\n" if outcome.cancel_confirmed else "\n")
+        )
+        return EXIT_INTERRUPTED
     if record["error"] is not None:
         io.stderr.write(f"linkstack demo: {record['error']}\n")
         return EXIT_FAILED
@@ -227,8 +271,9 @@ def _recorder(
         args.capture,
         metadata,
         side="ground",
-        clock=lambda: asyncio.get_running_loop().time(),
+        clock=asyncio.get_running_loop().time,
         record_packets=keys is None,
+        force=args.force,
     )
 
 
@@ -241,13 +286,15 @@ async def _demo(
     *,
     uplink: ChannelConfig,
     downlink: ChannelConfig,
-    recorder: SessionRecorder | None = None,
+    live: LiveLine,
     keys: tuple[RoleSecurity, RoleSecurity] | None = None,
-) -> dict[str, Any]:
-    from groundstation.cli import answer_summary
+) -> tuple[Outcome, dict[str, Any]]:
+    from groundstation.records import answer_summary
+    from groundstation.session import await_answer
     from groundstation.station import GroundStation
     from linkstack.aio import LoopbackLink
     from linkstack.endpoints import LinkConfig
+    from linkstack.recording import RecordingLink
     from onboard.service import OnboardService
 
     config = LinkConfig()
@@ -265,49 +312,62 @@ async def _demo(
         on_generated=made.__setitem__,
         security=None if spacecraft_sec is None else spacecraft_sec.security,
     )
+    recording: list[SessionRecorder] = []  # the recorder, once open
+
+    def to_ground(data: bytes, now: float) -> None:
+        if recording:
+            recording[0].received(data, now)
+        station.on_receive(data, now)
+
     link = LoopbackLink(
         uplink=uplink,
         downlink=downlink,
         seed=args.seed,
-        to_ground=station.on_receive if recorder is None else recorder.receiver(station.on_receive),
+        to_ground=to_ground,
         to_spacecraft=service.on_receive,
     )
     service.attach(link.spacecraft)
-    if recorder is not None:
-        station.endpoint.packet_tap = recorder.tap
-    station.attach(link.ground if recorder is None else recorder.link(link.ground))
     transmitter = asyncio.create_task(service.run())
-
-    def show(update: Update) -> None:
-        if not args.json and update.text:
-            io.stdout.write(update.text.encode())
-            io.stdout.flush()
-
-    asking = asyncio.create_task(
-        station.ask(prompt_ids, params, on_update=show, timeout=args.timeout)
-    )
     try:
-        # The onboard transmitter never ends by itself: if it does, it failed, and the
-        # ground would otherwise wait for its timeout on a dead downlink.
-        await asyncio.wait({asking, transmitter}, return_when=asyncio.FIRST_COMPLETED)
-        if not asking.done():
-            asking.cancel()
-            failure = transmitter.exception()
-            raise CliError(f"the onboard downlink stopped: {failure!r}")
-        answer = asking.result()
+        with _recorder(args, uplink, downlink, keys) as recorder:
+            if recorder is not None:
+                recording.append(recorder)
+                station.endpoint.packet_tap = recorder.tap
+                station.attach(RecordingLink(link.ground, recorder))
+            else:
+                station.attach(link.ground)
+
+            def show(update: Update) -> None:
+                live.write(update.text)
+
+            request = station.submit(prompt_ids, params, on_update=show)
+            waiting = asyncio.create_task(await_answer(request, timeout=args.timeout))
+            # The onboard transmitter never ends by itself: if it does, it failed, and the
+            # ground would otherwise wait for its timeout on a dead downlink.
+            await asyncio.wait({waiting, transmitter}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+                raise RunError(f"the onboard downlink stopped: {transmitter.exception()!r}")
+            outcome = waiting.result()
     finally:
         transmitter.cancel()
-        await asyncio.gather(transmitter, asking, return_exceptions=True)
+        await asyncio.gather(transmitter, return_exceptions=True)
         service.close()
         link.close()
-    generated = made.get(answer.request_id, ())
+    answer = outcome.answer
     if not args.json:
-        io.stdout.write(b"\n")
+        live.end()
         io.stderr.write(f"linkstack demo: {answer_summary(answer)}\n")
-    record = _record(args, answer, params=params, generated=generated, link=link, service=service)
-    record["recovery"] = _recovery_record(answer, station, service)
+    record = _record(
+        args,
+        outcome,
+        params,
+        ends=(station, service, link),
+        generated=made.get(answer.request_id, ()),
+    )
     record["security"] = _security_record(keys is not None, station, service)
-    return record
+    return outcome, record
 
 
 def _security_record(enabled: bool, station: Any, service: Any) -> dict[str, Any]:
@@ -321,47 +381,44 @@ def _security_record(enabled: bool, station: Any, service: Any) -> dict[str, Any
     return record
 
 
-def _recovery_record(answer: Answer, station: Any, service: Any) -> dict[str, Any]:
-    """What the link and the recovery did to get the answer whole (docs/protocol.md §10)."""
-    recovery, onboard = station.recovery_counters, service.core.counters
-    return {
-        "tc_frames_retransmitted": answer.counters.tc_frames_retransmitted,
-        "cop1_alerts": answer.counters.cop1_alerts,
-        "resend_requests": recovery.resend_requests,
-        "token_ranges_requested": recovery.ranges_requested,
-        "token_ids_requested": recovery.ids_requested,
-        "token_ids_resent": onboard.ids_resent,
-        "ends_resent": onboard.ends_resent,
-        "end_acks": recovery.end_acks,
-        "tokens_lost": recovery.tokens_lost,
-        "lost_ranges": [[r.first_index, r.count] for r in answer.lost],
-        "duplicate_ids_dropped": answer.stats.duplicate_ids,
-    }
-
-
 def _record(
     args: argparse.Namespace,
-    answer: Answer,
-    *,
+    outcome: Outcome,
     params: GenerationParams,
+    *,
+    ends: tuple[Any, Any, Any],
     generated: tuple[int, ...],
-    link: LoopbackLink,
-    service: Any,
 ) -> dict[str, Any]:
-    from groundstation.cli import answer_record
-
-    record = answer_record(
-        answer, params, link=f"loopback:{args.profile}", model=args.model, chat=not args.no_chat
+    """The ground's record (groundstation.records) with what only the demo sees: the
+    spacecraft's ids and counters, and the simulated channels."""
+    from groundstation.records import (
+        SPACECRAFT_COUNTERS,
+        answer_record,
+        end_counters,
+        recovery_record,
     )
+
+    station, service, link = ends
+    answer = outcome.answer
+    record = answer_record(
+        answer,
+        params,
+        link=f"loopback:{args.profile}",
+        model=args.model,
+        chat=not args.no_chat,
+    )
+    onboard = service.core.counters
+    record["recovery"] = recovery_record(
+        answer,
+        station.recovery_counters,
+        ids_resent=onboard.ids_resent,
+        ends_resent=onboard.ends_resent,
+    )
+    record["interrupted"] = outcome.interrupted
     record["generated_ids"] = list(generated)
     record["match"] = answer.error is None and list(answer.received_ids) == list(generated)
-    record["uplink_bits"] = record["counters"]["uplink_bits"]
-    ground, spacecraft = answer.counters, service.endpoint.counters
-    record["frames_sent"] = spacecraft.cadus_sent
-    record["frames_received"] = ground.frames_received
-    record["frames_dropped"] = ground.dropped
-    record["rs_symbols_corrected"] = ground.rs_corrected_symbols
-    record["spacecraft_counters"] = dataclasses.asdict(service.endpoint.counters)
+    record["frames_sent"] = service.endpoint.counters.cadus_sent
+    record["spacecraft_counters"] = end_counters(service.endpoint.counters, SPACECRAFT_COUNTERS)
     record["channels"] = {
         "uplink": dataclasses.asdict(link.uplink.stats),
         "downlink": dataclasses.asdict(link.downlink.stats),

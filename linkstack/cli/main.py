@@ -1,10 +1,10 @@
 """``linkstack`` command: dispatches to one module per sub-command.
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser
-and sets ``handler`` to a function ``(args, io) -> int``.  Exit status: 0 success,
-1 impossible input or a refused request (a message on stderr, never a
-traceback), 2 bad options (argparse) or, for decoders, input that was only partly
-decodable.
+and sets ``handler`` to a function ``(args, io) -> int``.  Exit codes and messages
+follow :mod:`linkstack.cli.base`: 0 success, 1 a run that failed (a message on stderr,
+never a traceback), 2 bad options or, for decoders, input that was only partly
+decodable, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from linkstack import __version__
+from linkstack.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunError,
+    new_parser,
+    run_command,
+)
 from linkstack.errors import LinkError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE_OR_PARTIAL = 2
+#: Decoders exit 2 when only part of the input decoded (the codec commands' contract).
+EXIT_USAGE_OR_PARTIAL = EXIT_USAGE
+
+#: A run that failed: ``linkstack: <message>``, exit 1 (the name the sub-commands use).
+CliError = RunError
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +41,10 @@ class Streams:
     stderr: TextIO
 
 
-class CliError(Exception):
-    """A clear, user-facing failure: printed as ``linkstack: <message>``, exit 1."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from linkstack.cli import cadu, capture, cltu, demo, keys
 
-    parser = argparse.ArgumentParser(
-        prog="linkstack", description="CCSDS space-link stack for LLM inference in orbit."
-    )
-    parser.add_argument("--version", action="version", version=f"linkstack {__version__}")
+    parser = new_parser("linkstack", "CCSDS space-link stack for LLM inference in orbit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(commands)
     cadu.register(commands)
@@ -55,20 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, streams: Streams | None = None) -> int:
     io = streams or Streams(sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed the usage message
-        return int(exc.code or 0)
-    try:
-        return int(args.handler(args, io))
-    except (CliError, LinkError) as exc:
-        io.stderr.write(f"linkstack: {exc}\n")
-        return EXIT_FAILED
-    except BrokenPipeError:
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return run_command(
+        "linkstack",
+        parser,
+        None if argv is None else list(argv),
+        lambda args: int(args.handler(args, io)),
+        io.stderr,
+        failures=(LinkError,),
+    )
 
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE_OR_PARTIAL", "CliError", "Streams", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -213,7 +213,7 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLin
     try:
         LinkAddress.parse(args.link)
     except LocalProtocolError as exc:
-        raise UsageError(f"--link: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     params = wire_params(args)
     check_capture_path(args.capture, force=args.force)
 

@@ -219,7 +219,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
     try:
         LinkAddress.parse(args.link)
     except LocalProtocolError as exc:
-        raise UsageError(f"--link: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     check_capture_path(args.capture, force=args.force)
     keys: RoleSecurity | None = None
     if args.keys is not None:

@@ -175,8 +175,8 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
     [
         (["serve", "--link", "ftp://x"], "scheme must be tcp:// or udp://, got 'ftp'"),
         (["serve", "--link", "udp://127.0.0.1"], "expected udp://HOST:PORT"),
-        (["serve", "--link", "tcp://h:1", "--downlink-rate", "0"], "--downlink-rate 0.0 bit/s"),
-        (["serve", "--link", "tcp://h:1", "--max-queue", "0"], "--max-queue 0 must be >= 1"),
+        (["serve", "--link", "tcp://h:1", "--downlink-rate", "0"], "0 is not a positive number"),
+        (["serve", "--link", "tcp://h:1", "--max-queue", "0"], "--max-queue: 0 must be 1 or more"),
         (["serve"], "the following arguments are required: --link"),
     ],
 )
@@ -216,6 +216,6 @@ def test_serve_on_a_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> N
 def test_generate_refuses_params_the_link_cannot_carry(capsys: pytest.CaptureFixture[str]) -> None:
     # onboard generate converts its floats as a PromptRequest carries them (thousandths).
     assert main(["generate", "hi", "--temperature", "0.7001"]) == 2
-    assert "temperature 0.7001 is not a multiple of 1/1000" in capsys.readouterr().err
+    assert "--temperature 0.7001 is not a multiple of 0.001" in capsys.readouterr().err
     assert main(["generate", "hi", "--max-new-tokens", "16385"]) == 2
-    assert "max_new_tokens 16385 outside 1..16384" in capsys.readouterr().err
+    assert "--max-new-tokens 16385 must be in 1..16384" in capsys.readouterr().err

@@ -1,14 +1,20 @@
 """The Qwen-3 model that runs onboard, loaded without a model hub.
 
-Three kinds of spec:
+Four kinds of spec:
 
 * ``None`` or ``"embedded"``: a tiny Qwen-3 (hidden 64, 2 layers, 4 heads, 2 KV
   heads, head_dim 16, the full 151,936-token vocabulary, tied embeddings) with
   seeded random weights, built on the CPU in float32 so that every process on
-  every machine gets the same weights (then cast and moved);
+  every machine gets the same weights (then cast and moved).  Its output is
+  confined to the words of ``polite_vocab.txt`` (see :func:`confine_output`): every
+  other logit is -inf, so whatever picks ids from its logits (greedy, sampling,
+  ``model.generate``) gets one of those words, never a stop id;
+* ``"embedded-full-vocab"``: the same model, weights included, without the
+  confinement: random ids from the whole vocabulary (for link tests that want
+  every id);
 * ``"qwen3-0.6b-shape"``: the Qwen3-0.6B configuration with seeded random weights,
   for speed measurement (built directly on the target device, so its weights
-  differ between CPU and GPU);
+  differ between CPU and GPU), confined to the same words as ``"embedded"``;
 * anything else: a local checkpoint directory, loaded with
   ``from_pretrained(path, local_files_only=True)`` together with its own tokenizer.
 
@@ -21,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,9 +48,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EMBEDDED: Final = "embedded"
+EMBEDDED_FULL_VOCAB: Final = "embedded-full-vocab"
 QWEN3_0_6B_SHAPE: Final = "qwen3-0.6b-shape"
-#: Seed of the random weights of both built-in specs.
+#: Seed of the random weights of the built-in specs.
 WEIGHTS_SEED: Final = 0
+#: The curated words of the embedded model, one a line (package data of ``onboard``).
+POLITE_VOCAB_FILE: Final = "polite_vocab.txt"
+#: Config attribute that carries the confinement through ``save_pretrained``:
+#: :func:`load_model` confines a checkpoint whose config.json holds it (plain
+#: transformers ignores it).
+OUTPUT_IDS_ATTRIBUTE: Final = "linkstack_output_ids"
+#: The mask :func:`confine_output` puts on ``lm_head``: True for every blocked id.
+_BLOCKED_BUFFER: Final = "blocked_ids"
 
 # Qwen3-0.6B config.json (huggingface.co/Qwen/Qwen3-0.6B): bos 151643, eos 151645,
 # generation_config.json eos_token_id [151645, 151643].
@@ -51,18 +68,21 @@ _QWEN3_EOS_ID: Final = 151645
 _QWEN3_STOP_IDS: Final = (151645, 151643)
 _QWEN3_VOCAB: Final = 151936
 
+_TINY_SHAPE: Final[dict[str, Any]] = {
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    # Wider than Qwen's 0.02 so that the random layers move the residual stream
+    # and greedy decoding wanders instead of echoing the last prompt token.
+    "initializer_range": 0.3,
+}
+
 _SHAPES: Final[dict[str, dict[str, Any]]] = {
-    EMBEDDED: {
-        "hidden_size": 64,
-        "intermediate_size": 192,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        # Wider than Qwen's 0.02 so that the random layers move the residual stream
-        # and greedy decoding wanders instead of echoing the last prompt token.
-        "initializer_range": 0.3,
-    },
+    EMBEDDED: _TINY_SHAPE,
+    EMBEDDED_FULL_VOCAB: _TINY_SHAPE,
     # Qwen3-0.6B config.json (checked against the published file).
     QWEN3_0_6B_SHAPE: {
         "hidden_size": 1024,
@@ -75,6 +95,11 @@ _SHAPES: Final[dict[str, dict[str, Any]]] = {
         "initializer_range": 0.02,
     },
 }
+#: Built on the CPU in float32 wherever they run, so that their weights are the same
+#: in every process on every machine.
+_BUILT_ON_CPU: Final = frozenset({EMBEDDED, EMBEDDED_FULL_VOCAB})
+#: Confined to the words of :data:`POLITE_VOCAB_FILE` (random weights speak to users).
+_CONFINED: Final = frozenset({EMBEDDED, QWEN3_0_6B_SHAPE})
 
 
 class ModelLoadError(LinkError):
@@ -90,7 +115,7 @@ class ModelHandle:
     tokenizer: Tokenizer
     device: torch.device
     dtype: torch.dtype
-    #: The spec it was loaded from ("embedded", "qwen3-0.6b-shape" or a path).
+    #: The spec it was loaded from (a built-in name or a path).
     spec: str
     #: One line for logs: spec, parameters, device, dtype.
     description: str
@@ -99,10 +124,14 @@ class ModelHandle:
     #: Size of the model's embedding: ids generated are below it.
     vocab_size: int
     max_positions: int
+    #: The only ids the model can generate, sorted (every other logit is -inf);
+    #: ``None`` when any id below ``vocab_size`` can come.
+    output_ids: tuple[int, ...] | None = None
 
 
 def model_config(spec: str) -> Any:
-    """The ``Qwen3Config`` of a built-in spec (``"embedded"`` or ``"qwen3-0.6b-shape"``)."""
+    """The ``Qwen3Config`` of a built-in spec (``"embedded"``, ``"embedded-full-vocab"``
+    or ``"qwen3-0.6b-shape"``)."""
     from transformers import Qwen3Config
 
     if spec not in _SHAPES:
@@ -151,19 +180,90 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return resolved
 
 
-def _build_random(spec: str, device: torch.device, dtype: torch.dtype) -> Any:
+def polite_words() -> tuple[str, ...]:
+    """The curated words of the embedded model, as :data:`POLITE_VOCAB_FILE` lists them."""
+    text = resources.files("onboard").joinpath(POLITE_VOCAB_FILE).read_text(encoding="utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def polite_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The ids of ``" " + word`` for every curated word, sorted.
+
+    Raises :class:`ModelLoadError` when a word is not exactly one token of
+    ``tokenizer`` (the Qwen-3 tokenizer splits none of them).
+    """
+    ids: set[int] = set()
+    for word in polite_words():
+        encoded = tokenizer.encode(" " + word)
+        if len(encoded) != 1:
+            raise ModelLoadError(
+                f"{POLITE_VOCAB_FILE}: {word!r} is {len(encoded)} tokens of "
+                f"{tokenizer.source}, not one"
+            )
+        ids.add(encoded[0])
+    return tuple(sorted(ids))
+
+
+def confine_output(model: Any, output_ids: Sequence[int]) -> None:
+    """Make ``output_ids`` the only ids ``model`` can generate.
+
+    A forward hook on ``lm_head`` sets every other logit to -inf (in any dtype,
+    at any temperature, a zero probability), so every consumer of the logits
+    (greedy, sampling, ``model.generate``, onboard.generation) picks among
+    ``output_ids``.  The mask is a non-persistent buffer of ``lm_head``: it moves
+    with the model and stays out of the state dict (the weights, and
+    :func:`weights_digest`, are unchanged).  ``output_ids`` are also written to
+    the config (:data:`OUTPUT_IDS_ATTRIBUTE`), so that a checkpoint saved from
+    ``model`` is confined again when :func:`load_model` reads it.
+    """
+    import torch
+
+    vocab = int(model.config.vocab_size)
+    ids = sorted({int(i) for i in output_ids})
+    if not ids or not 0 <= ids[0] <= ids[-1] < vocab:
+        raise ModelLoadError(
+            f"output ids must be a non-empty set within [0, {vocab}), got {len(ids)} ids"
+            + (f" from {ids[0]} to {ids[-1]}" if ids else "")
+        )
+    head = model.get_output_embeddings()
+    hooked = _BLOCKED_BUFFER in dict(head.named_buffers(recurse=False))
+    blocked = torch.ones(vocab, dtype=torch.bool, device=head.weight.device)
+    blocked[ids] = False
+    head.register_buffer(_BLOCKED_BUFFER, blocked, persistent=False)
+    if not hooked:  # confining again replaces the set
+
+        def mask(module: Any, _args: Any, logits: torch.Tensor) -> torch.Tensor:
+            blocked_ids: torch.Tensor = getattr(module, _BLOCKED_BUFFER)
+            return logits.masked_fill(blocked_ids, float("-inf"))
+
+        head.register_forward_hook(mask)
+    setattr(model.config, OUTPUT_IDS_ATTRIBUTE, ids)
+
+
+def _output_ids(model: Any) -> tuple[int, ...] | None:
+    ids = getattr(model.config, OUTPUT_IDS_ATTRIBUTE, None)
+    return None if ids is None else tuple(ids)
+
+
+def _build_random(spec: str, device: torch.device, dtype: torch.dtype, tokenizer: Tokenizer) -> Any:
     """A seeded random Qwen-3 of a built-in shape; the global RNG is left untouched."""
     import torch
     from transformers import Qwen3ForCausalLM
 
     config = model_config(spec)
-    build_on = torch.device("cpu") if spec == EMBEDDED else device
+    build_on = torch.device("cpu") if spec in _BUILT_ON_CPU else device
     forked = [build_on.index or 0] if build_on.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), build_on:
         torch.manual_seed(WEIGHTS_SEED)
         model: Any = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = list(_QWEN3_STOP_IDS)
     model.generation_config.pad_token_id = _QWEN3_BOS_ID
+    if spec in _CONFINED:
+        # Words only: the stop ids stay blocked too, so that answers run to
+        # max_new_tokens as the full-vocabulary model's (which, in practice, never
+        # draws one of its 2 stop ids among 151,936).
+        confine_output(model, polite_token_ids(tokenizer))
     return model.to(device=device, dtype=dtype)
 
 
@@ -175,9 +275,21 @@ def _load_checkpoint(path: Path, dtype: torch.dtype) -> Any:
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model path {str(path)!r} holds no model (no config.json)")
     try:
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the model in {str(path)!r}: {exc}") from exc
+    output_ids = getattr(model.config, OUTPUT_IDS_ATTRIBUTE, None)
+    if output_ids is not None:
+        # Saved from a confined model (the embedded one): confine it again.
+        if not isinstance(output_ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in output_ids
+        ):
+            raise ModelLoadError(
+                f"model path {str(path)!r}: config.json {OUTPUT_IDS_ATTRIBUTE} must be a "
+                f"list of ints, got {type(output_ids).__name__}"
+            )
+        confine_output(model, output_ids)
+    return model
 
 
 def load_model(
@@ -197,8 +309,8 @@ def load_model(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     name = EMBEDDED if spec is None else str(spec)
     if name in _SHAPES:
-        model = _build_random(name, resolved_device, resolved_dtype)
         tok = tokenizer or Tokenizer.qwen3()
+        model = _build_random(name, resolved_device, resolved_dtype, tok)
     else:
         path = Path(name)
         model = _load_checkpoint(path, resolved_dtype).to(resolved_device)
@@ -216,6 +328,8 @@ def load_model(
     stop_ids = tuple(dict.fromkeys([*tok.eos_ids, *(int(i) for i in generation_eos)]))
     parameters = sum(p.numel() for p in model.parameters())
     dtype_name = str(resolved_dtype).removeprefix("torch.")
+    output_ids = _output_ids(model)
+    confined = "" if output_ids is None else f", output confined to {len(output_ids)} ids"
     return ModelHandle(
         model=model,
         tokenizer=tok,
@@ -224,11 +338,12 @@ def load_model(
         spec=name,
         description=(
             f"{name}: {type(model).__name__}, {parameters / 1e6:.1f}M parameters, "
-            f"{config.num_hidden_layers} layers, {resolved_device} {dtype_name}"
+            f"{config.num_hidden_layers} layers, {resolved_device} {dtype_name}{confined}"
         ),
         stop_ids=stop_ids,
         vocab_size=int(config.vocab_size),
         max_positions=int(config.max_position_embeddings),
+        output_ids=output_ids,
     )
 
 

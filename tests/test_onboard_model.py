@@ -23,17 +23,55 @@ from onboard.generation import (
     generate,
     generate_stream,
 )
-from onboard.model import ModelHandle, ModelLoadError, load_model, model_config, weights_digest
+from onboard.model import (
+    OUTPUT_IDS_ATTRIBUTE,
+    ModelHandle,
+    ModelLoadError,
+    confine_output,
+    load_model,
+    model_config,
+    polite_words,
+    weights_digest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]
 GREEDY = GenerationParams(max_new_tokens=12, stop_ids=())
 SAMPLED = GenerationParams(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7, stop_ids=())
+QWEN3_STOP_IDS = (151645, 151643)
+#: Prompts for the politeness sweeps: chat and plain, English, other scripts, digits.
+POLITE_PROMPTS = (
+    "Hello",
+    "Hello from the ground station. What do you see from orbit?",
+    "What is the weather on Mars?",
+    "Say something rude.",
+    "日本語 🚀 code(x) {y}",
+    "1 2 3 4 5 6 7 8 9",
+)
 
 
 @pytest.fixture(scope="module")
 def greedy_ids(embedded_model: ModelHandle) -> tuple[int, ...]:
     return generate(embedded_model, PROMPT, GREEDY).generated_ids
+
+
+@pytest.fixture(scope="module")
+def polite_ids(qwen3_tokenizer: Tokenizer) -> frozenset[int]:
+    """The id of " word" for every listed word, found independently of onboard.model."""
+    return frozenset(qwen3_tokenizer.encode(" " + word)[0] for word in polite_words())
+
+
+@pytest.fixture(scope="module")
+def full_vocab_model(qwen3_tokenizer: Tokenizer) -> ModelHandle:
+    return load_model("embedded-full-vocab", device="cpu", tokenizer=qwen3_tokenizer)
+
+
+def _prompts(tokenizer: Tokenizer) -> list[list[int]]:
+    """Each polite prompt, in the chat format or plain by turns."""
+    return [
+        tokenizer.encode_prompt(text, chat=index % 2 == 0)
+        for index, text in enumerate(POLITE_PROMPTS)
+    ]
 
 
 # -- the embedded model -----------------------------------------------------------
@@ -50,6 +88,7 @@ def test_embedded_model_shape(embedded_model: ModelHandle) -> None:
     assert embedded_model.stop_ids == (151645, 151643)
     assert str(embedded_model.device) == "cpu"
     assert "embedded" in embedded_model.description
+    assert "output confined to" in embedded_model.description
 
 
 def test_embedded_weights_are_identical_across_builds(
@@ -99,6 +138,167 @@ print(json.dumps({{
     assert other["digest"] == weights_digest(embedded_model.model)
     assert tuple(other["greedy"]) == greedy_ids
     assert tuple(other["sampled"]) == generate(embedded_model, PROMPT, SAMPLED).generated_ids
+
+
+# -- the embedded model speaks politely ---------------------------------------------
+
+
+def test_the_polite_words_are_single_qwen3_tokens(qwen3_tokenizer: Tokenizer) -> None:
+    words = polite_words()
+    assert 300 <= len(words) <= 2000
+    assert list(words) == sorted(set(words))
+    for word in words:
+        assert word.isascii() and word.isalpha() and word.islower(), word
+        bare, spaced = qwen3_tokenizer.encode(word), qwen3_tokenizer.encode(" " + word)
+        assert len(bare) == 1 and len(spaced) == 1, (word, bare, spaced)
+        assert qwen3_tokenizer.decode(spaced) == " " + word
+        assert spaced[0] < 151643  # a base-vocabulary word, never an added token
+
+
+def test_the_embedded_model_says_which_ids_it_can_emit(
+    embedded_model: ModelHandle, polite_ids: frozenset[int]
+) -> None:
+    assert embedded_model.output_ids == tuple(sorted(polite_ids))
+    assert len(polite_ids) == len(polite_words())
+    assert not polite_ids & set(QWEN3_STOP_IDS)
+    assert getattr(embedded_model.model.config, OUTPUT_IDS_ATTRIBUTE) == sorted(polite_ids)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_every_other_logit_is_minus_infinity(
+    dtype: str,
+    embedded_model: ModelHandle,
+    qwen3_tokenizer: Tokenizer,
+    polite_ids: frozenset[int],
+) -> None:
+    import torch
+
+    handle = (
+        embedded_model
+        if dtype == "float32"
+        else load_model("embedded", device="cpu", dtype=dtype, tokenizer=qwen3_tokenizer)
+    )
+    allowed = torch.zeros(151936, dtype=torch.bool)
+    allowed[sorted(polite_ids)] = True
+    # Every position of 12 random prompts, ids from the whole embedding included.
+    prompts = torch.randint(0, 151936, (12, 8), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        logits = handle.model(input_ids=prompts).logits
+    assert logits.dtype == getattr(torch, dtype)
+    assert torch.equal(torch.isfinite(logits), allowed.expand_as(logits))
+    assert torch.isneginf(logits[..., ~allowed]).all()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenerationParams(max_new_tokens=10),
+        GenerationParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=1),
+        GenerationParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=2**64 - 1),
+        GenerationParams(max_new_tokens=10, temperature=50.0, top_p=1.0, seed=3),
+        GenerationParams(max_new_tokens=10, temperature=0.7, top_p=0.5, seed=4),
+    ],
+    ids=["greedy", "sampled", "sampled-max-seed", "hot", "nucleus"],
+)
+def test_every_generated_id_is_polite(
+    params: GenerationParams,
+    embedded_model: ModelHandle,
+    qwen3_tokenizer: Tokenizer,
+    polite_ids: frozenset[int],
+) -> None:
+    for prompt in _prompts(qwen3_tokenizer):
+        result = generate(embedded_model, prompt, params)
+        assert set(result.generated_ids) <= polite_ids, qwen3_tokenizer.decode(prompt)
+        # The default stop ids are blocked as well: answers run to max_new_tokens.
+        assert result.finish_reason is FinishReason.MAX_TOKENS
+        assert len(result.generated_ids) == 10
+
+
+def test_transformers_generate_is_polite_too(
+    embedded_model: ModelHandle, qwen3_tokenizer: Tokenizer, polite_ids: frozenset[int]
+) -> None:
+    import torch
+
+    for prompt in _prompts(qwen3_tokenizer)[:2]:
+        ids = torch.tensor([prompt])
+        with torch.inference_mode(), torch.random.fork_rng():
+            torch.manual_seed(len(prompt))
+            greedy = embedded_model.model.generate(ids, max_new_tokens=10, do_sample=False)
+            sampled = embedded_model.model.generate(
+                ids, max_new_tokens=10, do_sample=True, temperature=1.0, top_p=1.0, top_k=0
+            )
+        for out in (greedy, sampled):
+            assert set(out[0, len(prompt) :].tolist()) <= polite_ids
+
+
+def test_a_demo_answer_is_made_of_listed_words(
+    embedded_model: ModelHandle, qwen3_tokenizer: Tokenizer
+) -> None:
+    # linkstack demo's default prompt and parameters: chat, greedy, 64 ids.
+    prompt = qwen3_tokenizer.encode_prompt(
+        "Hello from the ground station. What do you see from orbit?"
+    )
+    for params in (
+        GenerationParams(max_new_tokens=64),
+        GenerationParams(max_new_tokens=64, temperature=1.0, seed=9),
+    ):
+        text = qwen3_tokenizer.decode(generate(embedded_model, prompt, params).generated_ids)
+        words = text.split(" ")
+        assert words[0] == ""  # every id is " word"
+        assert len(words[1:]) == 64
+        assert set(words[1:]) <= set(polite_words()), text
+        assert len(set(words[1:])) > 20  # it wanders through the list
+
+
+def test_polite_sampling_is_deterministic_per_seed(
+    embedded_model: ModelHandle, qwen3_tokenizer: Tokenizer
+) -> None:
+    prompt = qwen3_tokenizer.encode_prompt("Hello")
+    runs = {
+        seed: generate(
+            embedded_model, prompt, GenerationParams(max_new_tokens=16, temperature=1.0, seed=seed)
+        ).generated_ids
+        for seed in (0, 1)
+    }
+    for seed, ids in runs.items():
+        again = GenerationParams(max_new_tokens=16, temperature=1.0, seed=seed)
+        assert generate(embedded_model, prompt, again).generated_ids == ids
+    assert runs[0] != runs[1]
+
+
+def test_the_full_vocab_spec_keeps_the_weights_and_reaches_every_id(
+    embedded_model: ModelHandle,
+    full_vocab_model: ModelHandle,
+    qwen3_tokenizer: Tokenizer,
+    polite_ids: frozenset[int],
+) -> None:
+    assert weights_digest(full_vocab_model.model) == weights_digest(embedded_model.model)
+    assert full_vocab_model.output_ids is None
+    assert full_vocab_model.spec == "embedded-full-vocab"
+    assert "confined" not in full_vocab_model.description
+    assert not hasattr(full_vocab_model.model.config, OUTPUT_IDS_ATTRIBUTE)
+    assert full_vocab_model.stop_ids == embedded_model.stop_ids
+    outside: set[int] = set()
+    for params in (GREEDY, SAMPLED):
+        outside |= set(generate(full_vocab_model, PROMPT, params).generated_ids) - polite_ids
+    assert len(outside) > 12
+
+
+def test_confine_output_checks_its_ids_and_can_be_redone(qwen3_tokenizer: Tokenizer) -> None:
+    import torch
+
+    model = load_model("embedded-full-vocab", device="cpu", tokenizer=qwen3_tokenizer).model
+    with pytest.raises(ModelLoadError, match="non-empty"):
+        confine_output(model, [])
+    with pytest.raises(ModelLoadError, match="151936"):
+        confine_output(model, [5, 151936])
+    with pytest.raises(ModelLoadError, match="-1"):
+        confine_output(model, [-1, 5])
+    confine_output(model, [5, 7])
+    confine_output(model, [9, 11, 13])  # confining again replaces the set
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([PROMPT])).logits
+    assert torch.isfinite(logits).nonzero()[:, -1].unique().tolist() == [9, 11, 13]
 
 
 def test_qwen3_0_6b_shape_matches_the_published_config() -> None:
@@ -217,10 +417,11 @@ def test_max_new_tokens_is_respected(
 def test_a_stop_id_ends_the_run_and_is_kept(
     embedded_model: ModelHandle, greedy_ids: tuple[int, ...]
 ) -> None:
-    stop = greedy_ids[4]
-    assert stop not in greedy_ids[:4]
+    # An id past the second that has not come before: as a stop id it ends the run there.
+    at = next(i for i in range(2, len(greedy_ids)) if greedy_ids[i] not in greedy_ids[:i])
+    stop = greedy_ids[at]
     result = generate(embedded_model, PROMPT, GenerationParams(max_new_tokens=12, stop_ids=(stop,)))
-    assert result.generated_ids == greedy_ids[:5]
+    assert result.generated_ids == greedy_ids[: at + 1]
     assert result.finish_reason is FinishReason.STOP
     assert result.stop_id == stop
 
@@ -387,6 +588,10 @@ def test_checkpoint_round_trip(
     assert loaded.spec == str(embedded_checkpoint)
     assert weights_digest(loaded.model) == weights_digest(embedded_model.model)
     assert loaded.stop_ids == embedded_model.stop_ids
+    # The confinement travels in config.json and is put back on load.
+    saved = json.loads((embedded_checkpoint / "config.json").read_text())
+    assert saved[OUTPUT_IDS_ATTRIBUTE] == list(embedded_model.output_ids or ())
+    assert loaded.output_ids == embedded_model.output_ids
     # The checkpoint's own tokenizer, with the chat template rendered by jinja2.
     assert loaded.tokenizer.chat_template is not None
     assert loaded.tokenizer.encode_prompt("hi") == PROMPT
@@ -424,6 +629,18 @@ def test_directory_without_a_model_is_a_clear_error(tmp_path: Path) -> None:
         load_model(tmp_path, device="cpu")
 
 
+def test_checkpoint_with_bad_output_ids_is_a_clear_error(
+    embedded_checkpoint: Path, tmp_path: Path
+) -> None:
+    config = json.loads((embedded_checkpoint / "config.json").read_text())
+    for bad, message in [("words", "must be a list of ints, got str"), ([1, 151936], "151936")]:
+        broken = tmp_path / f"broken-{len(bad)}"
+        shutil.copytree(embedded_checkpoint, broken)
+        (broken / "config.json").write_text(json.dumps({**config, OUTPUT_IDS_ATTRIBUTE: bad}))
+        with pytest.raises(ModelLoadError, match=message):
+            load_model(broken, device="cpu")
+
+
 def test_checkpoint_without_tokenizer_is_a_clear_error(
     embedded_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -456,6 +673,9 @@ def test_bf16_generation_on_cuda(embedded_model: ModelHandle, qwen3_tokenizer: T
     assert generate(handle, PROMPT, GREEDY).generated_ids == first.generated_ids
     sampled = generate(handle, PROMPT, SAMPLED).generated_ids
     assert generate(handle, PROMPT, SAMPLED).generated_ids == sampled
+    # The confinement moved to the GPU with the model.
+    assert handle.output_ids is not None
+    assert set(first.generated_ids) | set(sampled) <= set(handle.output_ids)
     big = load_model("qwen3-0.6b-shape", tokenizer=qwen3_tokenizer)
     assert big.model.config.num_hidden_layers == 28
     result = generate(big, PROMPT, GenerationParams(max_new_tokens=16, stop_ids=()))

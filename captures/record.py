@@ -32,12 +32,16 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "Hi there"
+#: The wall-clock start every capture records (2025-12-01T00:00:00Z), so that running
+#: this script again gives the same files.
+RECORDED_AT_NS = 1_764_547_200_000_000_000
 #: The fixed SDLS key file of the protected sessions: a TEST key, committed on purpose.
 TEST_KEYS = HERE.parent / "tests" / "data" / "sdls-test-keys.json"
 
@@ -126,12 +130,16 @@ def deterministic_demo() -> Iterator[None]:
             return VirtualClockLoop(0.0)
 
     saved = (asyncio.get_event_loop_policy(), concurrent.futures.ThreadPoolExecutor)
+    real_time_ns = time.time_ns
+    # The captures' wall-clock reference (their Unix timestamps start there).
+    time.time_ns = lambda: RECORDED_AT_NS
     asyncio.set_event_loop_policy(Policy())
     concurrent.futures.ThreadPoolExecutor = _InlineExecutor  # type: ignore[misc,assignment]
     service.model_generator = fixed_timing_generator
     try:
         yield
     finally:
+        time.time_ns = real_time_ns
         asyncio.set_event_loop_policy(saved[0])
         concurrent.futures.ThreadPoolExecutor = saved[1]  # type: ignore[misc]
         service.model_generator = real_generator

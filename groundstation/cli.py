@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 PROG: Final = "groundstation"
 
 #: Model specs of ``onboard --model`` that are built in (not a checkpoint directory).
-BUILT_IN_MODELS: Final = ("embedded", "qwen3-0.6b-shape")
+BUILT_IN_MODELS: Final = ("embedded", "embedded-full-vocab", "qwen3-0.6b-shape")
 #: Stop ids of the built-in models: Qwen3 generation_config.json ``eos_token_id``
 #: (the same as onboard/model.py ``_QWEN3_STOP_IDS``).
 _QWEN3_GENERATION_EOS: Final = (151645, 151643)
@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="embedded",
         metavar="SPEC",
-        help='whose tokenizer: "embedded" (default), "qwen3-0.6b-shape" (both Qwen-3), '
-        "or the checkpoint directory the spacecraft runs",
+        help='whose tokenizer: "embedded" (default), "embedded-full-vocab", "qwen3-0.6b-shape"'
+        " (all Qwen-3), or the checkpoint directory the spacecraft runs",
     )
     add_generation_options(ask)
     ask.add_argument(

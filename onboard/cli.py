@@ -129,7 +129,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="embedded",
         metavar="SPEC",
-        help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
+        help='"embedded" (default), "embedded-full-vocab", "qwen3-0.6b-shape", or a local'
+        " checkpoint directory",
     )
     parser.add_argument(
         "--device", default=None, metavar="DEV", help="cpu, cuda, cuda:N (default: cuda if any)"

@@ -93,13 +93,30 @@ def test_without_a_reference_times_are_stored_as_given() -> None:
     assert [u.t for u in capture.units] == [1.5, 2.0]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CAPTURES.glob("*.pcapng")))
-def test_the_committed_captures_read_their_times_as_before(name: str) -> None:
-    """Golden captures have no reference: ``t`` is the recorded nanoseconds, unchanged."""
-    data = (CAPTURES / name).read_bytes()
+def test_a_capture_without_a_reference_reads_its_times_as_before() -> None:
+    """A capture written before the time reference (linkstack 0.1.0 as released, kept in
+    tests/data): ``t`` is the recorded nanoseconds, unchanged."""
+    data = (Path(__file__).parent / "data" / "v1-s-band-clean.pcapng").read_bytes()
     capture = read_capture(io.BytesIO(data))
     assert capture.time_reference is None and capture.truncated is None
     assert [u.t for u in capture.units] == [ns / 10**9 for ns in epb_ns(data)]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CAPTURES.glob("*.pcapng")))
+def test_the_committed_captures_carry_their_recording_time(name: str) -> None:
+    """captures/record.py pins the wall-clock start: Unix time there, session time back."""
+    from captures.record import RECORDED_AT_NS
+
+    data = (CAPTURES / name).read_bytes()
+    capture = read_capture(io.BytesIO(data))
+    reference = capture.time_reference
+    assert reference is not None and capture.truncated is None
+    assert reference.unix_ns == RECORDED_AT_NS
+    assert reference.utc.startswith("2025-12-01T00:00:00")
+    times = [u.t for u in capture.units]
+    assert times == sorted(times)
+    for t, ns in zip(times, epb_ns(data), strict=True):
+        assert ns == RECORDED_AT_NS + round((t - reference.clock_s) * 10**9)
 
 
 def test_the_writer_refuses_a_reference_in_the_metadata_and_bad_references() -> None:

@@ -154,7 +154,7 @@ def open_recorder(
     record_packets: bool = True,
     split_cltus: bool = False,
     force: bool = False,
-    wall_clock_ns: Callable[[], int] = time.time_ns,
+    wall_clock_ns: Callable[[], int] | None = None,
 ) -> Iterator[SessionRecorder | None]:
     """``--capture PATH``: a :class:`SessionRecorder` writing to PATH for the duration
     of the block (None when ``path`` is None).
@@ -181,7 +181,8 @@ def open_recorder(
     stream = os.fdopen(fd, "wb")
     writer: CaptureWriter | None = None
     try:
-        reference = TimeReference(unix_ns=wall_clock_ns(), clock_s=clock())
+        unix_ns = (wall_clock_ns or time.time_ns)()  # looked up now: a recorder may pin it
+        reference = TimeReference(unix_ns=unix_ns, clock_s=clock())
         writer = CaptureWriter(stream, recorded, time_reference=reference)
         yield SessionRecorder(
             writer,

@@ -79,7 +79,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--model",
         default="embedded",
         metavar="SPEC",
-        help='"embedded" (default), "qwen3-0.6b-shape", or a local checkpoint directory',
+        help='"embedded" (default), "embedded-full-vocab", "qwen3-0.6b-shape", or a local'
+        " checkpoint directory",
     )
     demo.add_argument(
         "--profile", default="s-band", choices=PROFILE_NAMES, help="link profile (default s-band)"

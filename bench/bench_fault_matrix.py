@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from linkstack.inference_protocol import token_chunk_octets
-from linkstack.mission import MissionResult
-from linkstack.space_packet import PRIMARY_HEADER_LENGTH
+from linkstack.inference.protocol import token_chunk_octets
+from linkstack.packets.space_packet import PRIMARY_HEADER_LENGTH
+from linkstack.sim.mission import MissionResult
 from tests.test_fault_matrix import (
     PROMPT,
     SEED,
@@ -45,7 +45,7 @@ def main() -> None:
     out("# Fault matrix\n\n")
     out(
         f"One {TOKENS}-token answer (prompt of {len(PROMPT)} ids) through the whole system "
-        "in memory (`linkstack.mission`, virtual clock) on the s-band profile: 64 kbit/s "
+        "in memory (`linkstack.sim.mission`, virtual clock) on the s-band profile: 64 kbit/s "
         "up, 2 Mbit/s down, 3.03 ms one way, R-S(255,223) I=5 TM frames of 1115 octets, "
         "COP-1 on the uplink (K=10, T1=2 s, Transmission_Limit 100), "
         f"channel seed {SEED}; onboard, the "

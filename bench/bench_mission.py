@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/bench_mission.py [--model SPEC] [--device DEV]``
 
 1. Onboard generation rate of the model alone (wall clock, this machine).
 2. A 100-token answer through the whole system on the virtual clock
-   (:mod:`linkstack.mission`) over the ideal, S-band and UHF profiles, with ids
+   (:mod:`linkstack.sim.mission`) over the ideal, S-band and UHF profiles, with ids
    released at the measured onboard rate: time to first token and tokens/s as the
    ground sees them.
 3. The same answer live through ``linkstack demo``'s objects on the ideal loopback
@@ -23,11 +23,11 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from linkstack.channel import link_profile
+from linkstack.coding.tm import TmCodingConfig
 from linkstack.endpoints import GroundEndpoint, LinkConfig
-from linkstack.inference_protocol import GenerationParams, PromptRequest, pack_token_ids
-from linkstack.mission import MissionConfig, simulate
-from linkstack.tm_coding import TmCodingConfig
+from linkstack.inference.protocol import GenerationParams, PromptRequest, pack_token_ids
+from linkstack.radio.channel import link_profile
+from linkstack.sim.mission import MissionConfig, simulate
 from onboard.generation import generate
 from onboard.model import ModelHandle, load_model
 from onboard.service import Job, params_from_wire

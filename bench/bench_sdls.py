@@ -23,7 +23,7 @@ from linkstack.sdls import (
     tm_data_capacity,
     unprotect_tm,
 )
-from linkstack.tm_frame import TmChannelConfig, TmFrame
+from linkstack.tm.frame import TmChannelConfig, TmFrame
 
 
 def main(n: int = 20000) -> None:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
-from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
+from linkstack.coding.tc import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 
 TARGET_MBITS = 5.0
 

@@ -19,8 +19,8 @@ from functools import partial
 import numpy as np
 import reedsolo
 
-from linkstack import reed_solomon as rs
-from linkstack.tm_coding import CaduSynchronizer, TmCodingConfig, encode_cadus
+from linkstack.coding import reed_solomon as rs
+from linkstack.coding.tm import CaduSynchronizer, TmCodingConfig, encode_cadus
 
 SECONDS = 1.5  # per measurement
 

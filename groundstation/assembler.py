@@ -9,7 +9,7 @@ events), and keeps what it cannot hand out yet until the gap before it fills.
 Sans-I/O: time comes in as ``now``; nothing here sleeps, sends or reads a clock.
 
 Designed for the recovery task (docs/protocol.md §10): :meth:`missing_ranges` gives
-the gaps as :class:`~linkstack.inference_protocol.TokenRange` values ready for a
+the gaps as :class:`~linkstack.inference.protocol.TokenRange` values ready for a
 ResendRequest, and a resent chunk may overlap what is held in any way.
 
 Link-side input never raises: a chunk that contradicts what is held, or lies past
@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndOfStream,
     FinishReason,
     TokenChunk,

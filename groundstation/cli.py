@@ -15,7 +15,7 @@ other keys) is diagnosed within seconds instead of after the whole timeout.
 Exit status (as every linkstack program): 0 a complete answer, 1 a request that
 failed (timeout, an error reported by the spacecraft, a cancelled stream, a link or
 tokenizer that cannot be opened), 2 bad options, 130 interrupted.  Never a
-traceback.  torch is never imported: the tokenizer is linkstack.tokenizer.
+traceback.  torch is never imported: the tokenizer is linkstack.inference.tokenizer.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from groundstation.records import answer_record, answer_summary, finish_name
-from linkstack.cli.base import (
+from linkstack.console.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -45,17 +45,17 @@ from linkstack.cli.base import (
     positive_seconds,
     run_command,
 )
-from linkstack.cli.options import add_generation_options, wire_params
+from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError, LocalProtocolError
 
 if TYPE_CHECKING:
     from groundstation.recovery import RecoveryCounters
     from groundstation.session import Outcome
     from groundstation.station import Answer
-    from linkstack.inference_protocol import GenerationParams
-    from linkstack.keystore import RoleSecurity
-    from linkstack.recording import SessionRecorder
-    from linkstack.tokenizer import Tokenizer
+    from linkstack.capture.recording import SessionRecorder
+    from linkstack.inference.protocol import GenerationParams
+    from linkstack.inference.tokenizer import Tokenizer
+    from linkstack.sdls.keystore import RoleSecurity
 
 PROG: Final = "groundstation"
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_tokenizer(spec: str) -> Tokenizer:
     """The tokenizer ``onboard --model SPEC`` uses: Qwen-3's, or the checkpoint's own."""
-    from linkstack.tokenizer import Tokenizer
+    from linkstack.inference.tokenizer import Tokenizer
 
     if spec in BUILT_IN_MODELS:
         return Tokenizer.qwen3()
@@ -207,8 +207,8 @@ def default_stop_ids(spec: str, eos_ids: Sequence[int]) -> tuple[int, ...]:
 
 def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
     from linkstack.aio import LinkAddress
-    from linkstack.cli.capture import check_capture_path
-    from linkstack.inference_protocol import PromptRequest
+    from linkstack.console.recording import check_capture_path
+    from linkstack.inference.protocol import PromptRequest
 
     try:
         LinkAddress.parse(args.link)
@@ -230,7 +230,7 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLin
 
     keys: RoleSecurity | None = None
     if args.keys is not None:
-        from linkstack.keystore import link_security
+        from linkstack.sdls.keystore import link_security
 
         keys = link_security(args.keys, role="ground")
 
@@ -300,7 +300,7 @@ def _exit_status(outcome: Outcome, stderr: TextIO) -> int:
 
 def _security(enabled: bool, answer: Answer) -> dict[str, Any]:
     """The ``security`` entry of the ``--json`` record: SDLS refusals at the ground."""
-    from linkstack.keystore import security_record
+    from linkstack.sdls.keystore import security_record
 
     return security_record(enabled, answer.drops)
 
@@ -315,7 +315,7 @@ def _recorder(
     no prompt in the metadata, only which SPIs protected it.
     """
     from linkstack.capture import session_metadata
-    from linkstack.cli.capture import open_recorder
+    from linkstack.console.recording import open_recorder
     from linkstack.endpoints import LinkConfig
 
     metadata = session_metadata(
@@ -400,7 +400,7 @@ async def _exchange(
     from groundstation.session import await_answer
     from groundstation.station import GroundStation, Update
     from linkstack.aio import open_link
-    from linkstack.recording import RecordingLink
+    from linkstack.capture.recording import RecordingLink
 
     url = args.link
     station = GroundStation(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from groundstation.recovery import RecoveryCounters
     from groundstation.station import Answer
     from linkstack.endpoints import LinkCounters
-    from linkstack.inference_protocol import GenerationParams
+    from linkstack.inference.protocol import GenerationParams
 
 #: Version of the record's schema (docs/json.md); bumped when a field changes meaning.
 SCHEMA_VERSION: Final = 2

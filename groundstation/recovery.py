@@ -8,7 +8,7 @@ then calls :meth:`~StreamRecovery.update` (and :meth:`~StreamRecovery.frames_los
 :meth:`~StreamRecovery.handle_timer` at :meth:`~StreamRecovery.get_timer`, and sends
 what :meth:`~StreamRecovery.data_to_send` gives (ResendRequest, EndAck).  Both the
 asyncio :class:`~groundstation.station.GroundStation` and the virtual-clock
-:class:`~linkstack.mission.Mission` use it, so the policy is tested once.
+:class:`~linkstack.sim.mission.Mission` use it, so the policy is tested once.
 
 The policy, on one timer per request:
 
@@ -49,7 +49,7 @@ from typing import Final
 
 from groundstation.assembler import TokenAssembler
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     MAX_RESEND_RANGES,
     EndAck,
     ErrorReason,

@@ -63,17 +63,17 @@ from linkstack.capture import (
 )
 from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import LinkError, RemoteProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndOfStream,
     ErrorReport,
     PromptRequest,
     TokenChunk,
     decode_message,
 )
-from linkstack.keystore import RoleSecurity, link_security, security_record
+from linkstack.inference.tokenizer import Tokenizer
+from linkstack.packets.space_packet import SpacePacket
 from linkstack.sdls import LinkSecurity
-from linkstack.space_packet import SpacePacket
-from linkstack.tokenizer import Tokenizer
+from linkstack.sdls.keystore import RoleSecurity, link_security, security_record
 
 __all__ = [
     "REPRODUCED_FIELDS",

@@ -53,7 +53,7 @@ from groundstation.recovery import (
 from linkstack.aio import Link
 from linkstack.endpoints import GroundEndpoint, LinkConfig, LinkCounters, MessageReceived
 from linkstack.errors import Dropped, InvalidState, LinkError, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     Cancel,
     EndOfStream,
     ErrorReason,
@@ -66,9 +66,9 @@ from linkstack.inference_protocol import (
     TokenChunk,
     TokenRange,
 )
+from linkstack.inference.tokenizer import IncrementalDecoder, Tokenizer
 from linkstack.sdls import LinkSecurity
-from linkstack.tm_frame import FramesLost
-from linkstack.tokenizer import IncrementalDecoder, Tokenizer
+from linkstack.tm.frame import FramesLost
 
 logger = logging.getLogger(__name__)
 

@@ -39,15 +39,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from linkstack.clcw import Clcw
-from linkstack.cop1 import (
-    Alert,
-    FarmConfig,
-    FarmEngine,
-    FopConfig,
-    FopEngine,
-    FopState,
-    TimeoutType,
+from linkstack.coding.tc import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
+from linkstack.coding.tm import (
+    CaduSynchronizer,
+    FrameDecoded,
+    SyncAcquired,
+    SyncLost,
+    TmCodingConfig,
+    encode_cadu,
 )
 from linkstack.errors import (
     DropCounter,
@@ -56,7 +55,8 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.inference_protocol import Apid, Message, decode_message, encode_message
+from linkstack.inference.protocol import Apid, Message, decode_message, encode_message
+from linkstack.packets.space_packet import PacketSequencer, PacketType, SpacePacket
 from linkstack.sdls import (
     KeyManagementError,
     KeyManager,
@@ -64,9 +64,17 @@ from linkstack.sdls import (
     Link,
     LinkSecurity,
 )
-from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket
-from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
-from linkstack.tc_frame import (
+from linkstack.tc.clcw import Clcw
+from linkstack.tc.cop1 import (
+    Alert,
+    FarmConfig,
+    FarmEngine,
+    FopConfig,
+    FopEngine,
+    FopState,
+    TimeoutType,
+)
+from linkstack.tc.frame import (
     FrameType,
     TcFrame,
     TcReassembler,
@@ -75,15 +83,7 @@ from linkstack.tc_frame import (
     packet_processing,
     peek_frame_length,
 )
-from linkstack.tm_coding import (
-    CaduSynchronizer,
-    FrameDecoded,
-    SyncAcquired,
-    SyncLost,
-    TmCodingConfig,
-    encode_cadu,
-)
-from linkstack.tm_frame import (
+from linkstack.tm.frame import (
     FramesLost,
     OcfReceived,
     PacketReceived,

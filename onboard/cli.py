@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from linkstack.cli.base import (
+from linkstack.console.base import (
     EXIT_FAILED,
     EXIT_OK,
     LiveLine,
@@ -38,12 +38,12 @@ from linkstack.cli.base import (
     positive_number,
     run_command,
 )
-from linkstack.cli.options import add_generation_options, wire_params
+from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
     from linkstack.aio import TcpLink, UdpLink
-    from linkstack.keystore import RoleSecurity
+    from linkstack.sdls.keystore import RoleSecurity
     from onboard.model import ModelHandle
     from onboard.service import OnboardService
 
@@ -214,7 +214,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
     import asyncio
 
     from linkstack.aio import LinkAddress
-    from linkstack.cli.capture import check_capture_path
+    from linkstack.console.recording import check_capture_path
     from linkstack.errors import LocalProtocolError
 
     try:
@@ -224,7 +224,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
     check_capture_path(args.capture, force=args.force)
     keys: RoleSecurity | None = None
     if args.keys is not None:
-        from linkstack.keystore import link_security
+        from linkstack.sdls.keystore import link_security
 
         keys = link_security(args.keys, role="spacecraft")
     return asyncio.run(_serve_link(args, stderr, keys))
@@ -246,9 +246,9 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
 
     from linkstack.aio import LinkAddress, open_link
     from linkstack.capture import session_metadata
-    from linkstack.cli.capture import open_recorder
+    from linkstack.capture.recording import RecordingLink
+    from linkstack.console.recording import open_recorder
     from linkstack.endpoints import LinkConfig
-    from linkstack.recording import RecordingLink
     from onboard.service import OnboardService
 
     deliver: list[Any] = []  # the service's receiver, once there is a service
@@ -383,7 +383,7 @@ def _uplink_diagnosis(service: OnboardService, *, secured: bool) -> str | None:
 
 def _security_line(enabled: bool, drops: Any) -> str:
     """The SDLS counters of the stop line (never a key)."""
-    from linkstack.keystore import security_record
+    from linkstack.sdls.keystore import security_record
 
     if not enabled:
         return "SDLS off"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from linkstack.errors import LinkError
-from linkstack.tokenizer import (
+from linkstack.inference.tokenizer import (
     QWEN3_CHAT_TEMPLATE,
     QWEN3_EOS_TOKEN,
     QWEN3_PAD_TOKEN,

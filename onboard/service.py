@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Final
 from linkstack.aio import DownlinkTransmitter, Link
 from linkstack.endpoints import LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import Dropped, InvalidState, Layer, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     MAX_DETAIL_OCTETS,
     MAX_DEVICE_OCTETS,
     MAX_NEW_TOKENS,
@@ -74,8 +74,8 @@ from linkstack.inference_protocol import (
     token_chunk_capacity,
     token_chunk_octets,
 )
-from linkstack.inference_protocol import GenerationParams as WireParams
-from linkstack.space_packet import PRIMARY_HEADER_LENGTH
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.packets.space_packet import PRIMARY_HEADER_LENGTH
 from onboard.generation import (
     FinishReason as RunFinish,
 )

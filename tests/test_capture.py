@@ -41,10 +41,10 @@ from linkstack.capture import (
     session_metadata,
     summarize,
 )
-from linkstack.channel import link_profile
+from linkstack.coding.tm import ASM, TmCodingConfig
 from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import LinkError, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndOfStream,
     FinishReason,
     GenerationParams,
@@ -54,8 +54,8 @@ from linkstack.inference_protocol import (
     decode_message,
     encode_message,
 )
-from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket
-from linkstack.tm_coding import ASM, TmCodingConfig
+from linkstack.packets.space_packet import PacketSequencer, PacketType, SpacePacket
+from linkstack.radio.channel import link_profile
 
 T0 = 1_700_000_000.0  # a Unix time: floats this large round-trip through nanoseconds
 STEP = 0.001953125  # 2**-9 s, exact in binary

@@ -31,17 +31,17 @@ from linkstack.capture import (
     read_capture,
     session_metadata,
 )
-from linkstack.cli.capture import (
+from linkstack.capture.recording import SessionRecorder
+from linkstack.cli.main import Streams, main
+from linkstack.console.recording import (
     CaptureExists,
     CapturePathError,
     check_capture_path,
     open_recorder,
 )
-from linkstack.cli.main import Streams, main
 from linkstack.endpoints import LinkConfig
 from linkstack.errors import LocalProtocolError
-from linkstack.recording import SessionRecorder
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.tokenizer import Tokenizer
 from tests.test_capture import block_offsets
 from tests.test_cli_capture import capture_command  # noqa: F401 - registers ``capture``
 
@@ -295,9 +295,9 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from linkstack.capture import session_metadata
-    from linkstack.cli.capture import open_recorder
+    from linkstack.console.recording import open_recorder
     from linkstack.endpoints import GroundEndpoint, LinkConfig, SpacecraftEndpoint
-    from linkstack.inference_protocol import GenerationParams, PromptRequest, TokenChunk
+    from linkstack.inference.protocol import GenerationParams, PromptRequest, TokenChunk
 
     class Radio:  # the ground's link: what is sent goes nowhere
         def send(self, data): pass

@@ -1,4 +1,4 @@
-"""Seeded channel simulator (linkstack.channel)."""
+"""Seeded channel simulator (linkstack.radio.channel)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from linkstack.channel import (
+from linkstack.errors import InvalidState, LocalProtocolError
+from linkstack.radio.channel import (
     DEFAULT_RAW_BER,
     PROFILE_NAMES,
     SPEED_OF_LIGHT_M_S,
@@ -20,7 +21,6 @@ from linkstack.channel import (
     one_way_delay_s,
     slant_range_m,
 )
-from linkstack.errors import InvalidState, LocalProtocolError
 
 
 class ScriptedRandom(random.Random):

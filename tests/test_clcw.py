@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkstack.clcw import Clcw, CopInEffect
 from linkstack.errors import DecodeError, LocalProtocolError, RemoteProtocolError
+from linkstack.tc.clcw import Clcw, CopInEffect
 
 
 def bit_model(bits: dict[str, int]) -> int:

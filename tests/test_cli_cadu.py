@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from linkstack.cli.main import Streams, main
-from linkstack.tm_coding import Basis, TmCodingConfig, encode_cadus
+from linkstack.coding.tm import Basis, TmCodingConfig, encode_cadus
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from linkstack.cli.main import Streams, main
-from linkstack.tc_coding import encode_cltu
+from linkstack.coding.tc import encode_cltu
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""One set of user-facing conventions for the three programs (linkstack.cli.base):
+"""One set of user-facing conventions for the three programs (linkstack.console.base):
 ``--version`` everywhere, plain-text help for every argument, messages in the user's
 words, the same exit code for the same kind of mistake.  Nothing here loads a model."""
 
@@ -13,10 +13,10 @@ import pytest
 from groundstation.cli import build_parser as groundstation_parser
 from groundstation.cli import main as groundstation_main
 from linkstack import __version__
-from linkstack.cli.base import EXIT_USAGE, plain
 from linkstack.cli.main import Streams
 from linkstack.cli.main import build_parser as linkstack_parser
 from linkstack.cli.main import main as linkstack_main
+from linkstack.console.base import EXIT_USAGE, plain
 from onboard.cli import build_parser as onboard_parser
 from onboard.cli import main as onboard_main
 

@@ -25,7 +25,7 @@ def run_demo(*argv: str) -> tuple[int, bytes, str]:
 
 def reference(handle: ModelHandle, record: dict[str, Any]) -> tuple[int, ...]:
     """What ``onboard generate`` makes for the same prompt ids and parameters."""
-    from linkstack.inference_protocol import GenerationParams as WireParams
+    from linkstack.inference.protocol import GenerationParams as WireParams
     from onboard.generation import generate
     from onboard.service import params_from_wire
 

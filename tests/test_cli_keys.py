@@ -11,7 +11,7 @@ from pathlib import Path
 import linkstack.cli.main as main_module
 from linkstack.cli import keys as keys_cli
 from linkstack.cli.main import Streams
-from linkstack.keystore import load_key_file
+from linkstack.sdls.keystore import load_key_file
 
 
 def _parser_with_keys() -> argparse.ArgumentParser:

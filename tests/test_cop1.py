@@ -19,8 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkstack.clcw import Clcw, CopInEffect
-from linkstack.cop1 import (
+from linkstack.errors import Dropped, InvalidState, LocalProtocolError
+from linkstack.tc.clcw import Clcw, CopInEffect
+from linkstack.tc.cop1 import (
     Alert,
     AlertCode,
     Directive,
@@ -42,8 +43,7 @@ from linkstack.cop1 import (
     TransferResponse,
     classify_clcw,
 )
-from linkstack.errors import Dropped, InvalidState, LocalProtocolError
-from linkstack.tc_frame import (
+from linkstack.tc.frame import (
     BypassFlag,
     FrameType,
     SetVR,
@@ -329,7 +329,7 @@ def farm_in(state: FarmState, *, buffer_full: bool) -> FarmEngine:
 def _bad_bc_bytes() -> bytes:
     # A valid Type-BC frame carrying Unlock, then its control octet changed to 0x01
     # (a reserved pattern, 232.0-B-4 4.1.3.3) with the FECF recomputed.
-    from linkstack.fecf import append_fecf
+    from linkstack.packets.fecf import append_fecf
 
     body = TcFrame.control_frame(TC, Unlock()).to_bytes()[:-2]
     return append_fecf(body[:-1] + b"\x01")

@@ -21,14 +21,6 @@ from pathlib import Path
 import pytest
 
 from linkstack.errors import LocalProtocolError
-from linkstack.keystore import (
-    LOCK_SUFFIX,
-    CounterStore,
-    InsecureKeyFile,
-    counter_path,
-    generate_key_file,
-    link_security,
-)
 from linkstack.sdls import (
     CounterExhausted,
     CounterNotReserved,
@@ -37,7 +29,15 @@ from linkstack.sdls import (
     TxCounter,
     tm_data_capacity,
 )
-from linkstack.tm_frame import TmChannelConfig, TmFrame
+from linkstack.sdls.keystore import (
+    LOCK_SUFFIX,
+    CounterStore,
+    InsecureKeyFile,
+    counter_path,
+    generate_key_file,
+    link_security,
+)
+from linkstack.tm.frame import TmChannelConfig, TmFrame
 
 CONFIG = TmChannelConfig(scid=7, frame_length=128)
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from linkstack.coding.tc import CltuDecoded, CltuDecoder, encode_cltu
+from linkstack.coding.tm import CaduSynchronizer, FrameDecoded
 from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import Dropped, Layer
-from linkstack.fecf import append_fecf
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndOfStream,
     FinishReason,
     GenerationParams,
@@ -23,11 +24,10 @@ from linkstack.inference_protocol import (
     TokenChunk,
     pack_token_ids,
 )
-from linkstack.keystore import CounterStore, KeyFile, generate_key_file, load_key_file
+from linkstack.packets.fecf import append_fecf
 from linkstack.sdls import LinkSecurity, SaTable
-from linkstack.tc_coding import CltuDecoded, CltuDecoder, encode_cltu
-from linkstack.tc_frame import peek_frame_length
-from linkstack.tm_coding import CaduSynchronizer, FrameDecoded
+from linkstack.sdls.keystore import CounterStore, KeyFile, generate_key_file, load_key_file
+from linkstack.tc.frame import peek_frame_length
 
 CONFIG = LinkConfig()
 PROMPT_IDS = tuple(range(151_000, 151_300))

@@ -1,6 +1,6 @@
 """The fault matrix: the whole system on a virtual clock under each impairment.
 
-Every row runs one 200-token answer through :func:`~linkstack.mission.simulate` on
+Every row runs one 200-token answer through :func:`~linkstack.sim.mission.simulate` on
 the s-band profile (64 kbit/s up, 2 Mbit/s down, 3 ms one way) with a fixed seed and
 checks the issue's invariants:
 
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from linkstack.channel import ChannelConfig, Outage, link_profile
-from linkstack.inference_protocol import GenerationParams as WireParams
-from linkstack.mission import MissionConfig, MissionResult, simulate
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.radio.channel import ChannelConfig, Outage, link_profile
+from linkstack.sim.mission import MissionConfig, MissionResult, simulate
 from onboard.generation import FinishReason, GenerationResult, GenerationTiming
 from onboard.service import Job
 
 if TYPE_CHECKING:
-    from linkstack.mission import Generate
+    from linkstack.sim.mission import Generate
     from onboard.model import ModelHandle
 
 TOKENS = 200

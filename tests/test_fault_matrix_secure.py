@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from linkstack.keystore import CounterStore, generate_key_file, load_key_file
-from linkstack.mission import simulate
 from linkstack.sdls import LinkSecurity
+from linkstack.sdls.keystore import CounterStore, generate_key_file, load_key_file
+from linkstack.sim.mission import simulate
 from tests.test_fault_matrix import (
     PARAMS,
     PROMPT,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkstack.errors import FecfMismatch, Layer, RemoteProtocolError
-from linkstack.fecf import append_fecf, crc16, strip_fecf
+from linkstack.packets.fecf import append_fecf, crc16, strip_fecf
 
 
 def bitwise_crc16(data: bytes) -> int:

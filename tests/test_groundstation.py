@@ -32,10 +32,9 @@ from groundstation.station import (
     request_digest,
 )
 from linkstack.aio import Link, LoopbackLink, open_link
-from linkstack.channel import link_profile
 from linkstack.endpoints import LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import InvalidState, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     Cancel,
     EndAck,
     EndOfStream,
@@ -48,7 +47,8 @@ from linkstack.inference_protocol import (
     PromptRequest,
     TokenChunk,
 )
-from linkstack.tokenizer import QWEN3_CHAT_TEMPLATE, Tokenizer
+from linkstack.inference.tokenizer import QWEN3_CHAT_TEMPLATE, Tokenizer
+from linkstack.radio.channel import link_profile
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = GenerationParams(max_new_tokens=32, stop_ids=(151645,))

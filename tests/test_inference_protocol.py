@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkstack.errors import DecodeError, Layer, LocalProtocolError, RemoteProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     IDLE_APID,
     MAX_CHUNK_IDS,
     MAX_DETAIL_OCTETS,

@@ -9,15 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from linkstack.keystore import (
-    CounterStore,
-    InsecureKeyFile,
-    KeyFileError,
-    KeyFileExists,
-    generate_key_file,
-    load_key_file,
-    save_keys,
-)
 from linkstack.sdls import (
     KeyManager,
     KeyState,
@@ -27,7 +18,16 @@ from linkstack.sdls import (
     tm_data_capacity,
     unprotect_tm,
 )
-from linkstack.tm_frame import TmChannelConfig, TmFrame
+from linkstack.sdls.keystore import (
+    CounterStore,
+    InsecureKeyFile,
+    KeyFileError,
+    KeyFileExists,
+    generate_key_file,
+    load_key_file,
+    save_keys,
+)
+from linkstack.tm.frame import TmChannelConfig, TmFrame
 
 CONFIG = TmChannelConfig(scid=7, frame_length=128)
 

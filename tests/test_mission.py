@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from linkstack.channel import link_profile
-from linkstack.inference_protocol import GenerationParams as WireParams
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.radio.channel import link_profile
 
 if TYPE_CHECKING:
-    from linkstack.mission import Generate, MissionConfig
+    from linkstack.sim.mission import Generate, MissionConfig
     from onboard.model import ModelHandle
 
 PROMPT = "Tell the ground station about orbit."
@@ -40,7 +40,7 @@ def reference_ids(handle: ModelHandle, prompt_ids: tuple[int, ...], wire: WirePa
 
 
 def mission_config(profile: str, **downlink: float) -> MissionConfig:
-    from linkstack.mission import MissionConfig
+    from linkstack.sim.mission import MissionConfig
 
     link = link_profile(profile)
     return MissionConfig(
@@ -57,7 +57,7 @@ def mission_config(profile: str, **downlink: float) -> MissionConfig:
 def test_received_ids_equal_reference(
     embedded_model: ModelHandle, model_generate: Generate, profile: str, ber: float
 ) -> None:
-    from linkstack.mission import simulate
+    from linkstack.sim.mission import simulate
 
     tokenizer = embedded_model.tokenizer
     prompt_ids = tuple(tokenizer.encode_prompt(PROMPT))
@@ -83,7 +83,7 @@ def test_received_ids_equal_reference(
 def test_sampling_with_a_seed_survives_the_link(
     embedded_model: ModelHandle, model_generate: Generate
 ) -> None:
-    from linkstack.mission import simulate
+    from linkstack.sim.mission import simulate
 
     prompt_ids = tuple(embedded_model.tokenizer.encode_prompt(PROMPT))
     wire = WireParams.from_floats(
@@ -95,7 +95,7 @@ def test_sampling_with_a_seed_survives_the_link(
 
 
 def test_simulation_is_deterministic(model_generate: Generate) -> None:
-    from linkstack.mission import simulate
+    from linkstack.sim.mission import simulate
 
     wire = WireParams.from_floats(max_new_tokens=20, seed=5)
     config = mission_config("s-band", ber=1e-4)
@@ -105,7 +105,7 @@ def test_simulation_is_deterministic(model_generate: Generate) -> None:
 
 
 def test_a_request_the_spacecraft_refuses_ends_with_its_error(model_generate: Generate) -> None:
-    from linkstack.mission import MissionConfig, simulate
+    from linkstack.sim.mission import MissionConfig, simulate
     from onboard.service import CoreConfig
 
     link = link_profile("ideal")
@@ -122,7 +122,7 @@ def test_a_request_the_spacecraft_refuses_ends_with_its_error(model_generate: Ge
 
 
 def test_time_limit_reports_a_timeout_when_the_downlink_is_dead(model_generate: Generate) -> None:
-    from linkstack.mission import MissionConfig, simulate
+    from linkstack.sim.mission import MissionConfig, simulate
 
     link = link_profile("ideal")
     config = MissionConfig(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.tokenizer import Tokenizer
 from onboard.cli import main
 from onboard.generation import GenerationParams, generate
 from onboard.model import ModelHandle

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from linkstack.errors import InvalidState
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.tokenizer import Tokenizer
 from onboard.generation import (
     FinishReason,
     GenerationParams,

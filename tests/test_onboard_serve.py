@@ -29,9 +29,9 @@ import pytest
 
 from linkstack.aio import TcpLink, open_link
 from linkstack.endpoints import LinkConfig
-from linkstack.inference_protocol import Apid, ErrorReason, ErrorReport, PromptRequest
-from linkstack.inference_protocol import GenerationParams as WireParams
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.protocol import Apid, ErrorReason, ErrorReport, PromptRequest
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.inference.tokenizer import Tokenizer
 from onboard.cli import main
 from tests.test_onboard_service import Station, of_type
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from linkstack.aio import LoopbackLink
-from linkstack.channel import link_profile
+from linkstack.coding.tc import encode_cltu
 from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import DecodeError, Dropped, InvalidState, Layer, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     MAX_DETAIL_OCTETS,
     Apid,
     Cancel,
@@ -39,10 +39,10 @@ from linkstack.inference_protocol import (
     decode_message,
     encode_message,
 )
-from linkstack.inference_protocol import GenerationParams as WireParams
-from linkstack.space_packet import PacketSequencer, PacketType
-from linkstack.tc_coding import encode_cltu
-from linkstack.tc_frame import BypassFlag, packet_processing
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.packets.space_packet import PacketSequencer, PacketType
+from linkstack.radio.channel import link_profile
+from linkstack.tc.frame import BypassFlag, packet_processing
 from onboard.generation import (
     FinishReason as RunFinish,
 )

@@ -18,10 +18,9 @@ from groundstation.recovery import (
 )
 from groundstation.station import GroundStation, TokensLostError, Update
 from linkstack.aio import LoopbackLink
-from linkstack.channel import link_profile
 from linkstack.endpoints import LinkConfig, MessageReceived, SpacecraftEndpoint
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndAck,
     EndOfStream,
     ErrorReason,
@@ -36,8 +35,9 @@ from linkstack.inference_protocol import (
     format_ranges,
     parse_ranges,
 )
-from linkstack.mission import MissionConfig, simulate
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.tokenizer import Tokenizer
+from linkstack.radio.channel import link_profile
+from linkstack.sim.mission import MissionConfig, simulate
 from onboard.service import CoreConfig
 from tests.test_fault_matrix import PARAMS, PROMPT, fake_generate
 
@@ -265,7 +265,7 @@ def test_generation_does_not_wait_for_the_ground() -> None:
     # The downlink is dead for the whole answer: the spacecraft still generates it all
     # at its own pace, and the answer completes after the acquisition of signal.
     profile = link_profile("s-band")
-    from linkstack.channel import Outage
+    from linkstack.radio.channel import Outage
 
     outage = (Outage(0.02, 30.0),)
     config = MissionConfig(

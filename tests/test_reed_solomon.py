@@ -17,9 +17,9 @@ import reedsolo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkstack import reed_solomon as rs
+from linkstack.coding import reed_solomon as rs
+from linkstack.coding.reed_solomon import Basis, CodeblockLayout
 from linkstack.errors import DecodeError, Layer, LocalProtocolError, UncorrectableCodeword
-from linkstack.reed_solomon import Basis, CodeblockLayout
 
 galois = pytest.importorskip("galois")
 

@@ -11,6 +11,8 @@ import os
 from collections import deque
 from pathlib import Path
 
+from linkstack.coding.tc import CltuDecoded, CltuDecoder
+from linkstack.coding.tm import CaduSynchronizer, FrameDecoded
 from linkstack.endpoints import (
     GroundEndpoint,
     KeysChanged,
@@ -19,8 +21,7 @@ from linkstack.endpoints import (
     SpacecraftEndpoint,
 )
 from linkstack.errors import Dropped, Layer
-from linkstack.inference_protocol import GenerationParams, PromptRequest, TokenChunk
-from linkstack.keystore import CounterStore, generate_key_file, load_key_file
+from linkstack.inference.protocol import GenerationParams, PromptRequest, TokenChunk
 from linkstack.sdls import (
     KeyActivationPdu,
     KeyMaterial,
@@ -34,10 +35,9 @@ from linkstack.sdls import (
     build_otar,
     master_counter_label,
 )
-from linkstack.tc_coding import CltuDecoded, CltuDecoder
-from linkstack.tc_frame import TcFrame, peek_frame_length
-from linkstack.tm_coding import CaduSynchronizer, FrameDecoded
-from linkstack.tm_frame import TmFrame
+from linkstack.sdls.keystore import CounterStore, generate_key_file, load_key_file
+from linkstack.tc.frame import TcFrame, peek_frame_length
+from linkstack.tm.frame import TmFrame
 
 CONFIG = LinkConfig()
 OLD_TC, OLD_TM, NEW_TC_KEY, NEW_TM_KEY = 1, 2, 130, 131

@@ -32,12 +32,12 @@ from linkstack.capture import (
     read_capture,
     session_metadata,
 )
+from linkstack.capture.recording import SessionRecorder
 from linkstack.cli.main import Streams
 from linkstack.cli.main import main as linkstack
+from linkstack.coding.tc import TAIL_SEQUENCE, encode_cltu
 from linkstack.endpoints import LinkConfig
-from linkstack.recording import SessionRecorder
-from linkstack.tc_coding import TAIL_SEQUENCE, encode_cltu
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.tokenizer import Tokenizer
 from tests.test_capture import block_offsets
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"

@@ -30,10 +30,10 @@ from groundstation.request_ids import (
 )
 from groundstation.station import GroundStation, IdSource, RequestIdInUseError, Update
 from linkstack.aio import LoopbackLink
-from linkstack.channel import link_profile
 from linkstack.errors import LocalProtocolError
-from linkstack.inference_protocol import ErrorReason, FinishReason, GenerationParams
-from linkstack.tokenizer import Tokenizer
+from linkstack.inference.protocol import ErrorReason, FinishReason, GenerationParams
+from linkstack.inference.tokenizer import Tokenizer
+from linkstack.radio.channel import link_profile
 from onboard.generation import FinishReason as RunFinish
 from onboard.generation import GenerationResult, GenerationTiming
 from onboard.service import CoreConfig, Job, OnboardService

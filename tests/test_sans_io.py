@@ -1,28 +1,38 @@
-"""The protocol layers stay sans-I/O: no sockets, clocks, sleeps, threads, files or prints.
+"""The protocol layers stay sans-I/O: no files, no prints, no input.
 
-Only the asyncio adapter (``linkstack/aio.py``), the command-line entry points
-(``linkstack/cli/``) and the tokenizer's ranks-file loader may touch the outside world.
+What they may import is checked by the import-linter contracts in pyproject.toml
+(``lint-imports``: no asyncio, socket, threading, time, selectors or subprocess, and no
+application), transitively.  What a contract cannot see is a call: this test walks
+each protocol module's syntax tree for ``print``, ``open`` and ``input`` and for the
+``os`` module, which only the two modules that own files may use: the SDLS key and
+counter files (``linkstack/sdls/keystore.py``) and the tokenizer's ranks cache
+(``linkstack/inference/tokenizer.py``).
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "linkstack"
-ALLOWED = {"aio.py", "tokenizer.py", "keystore.py"}
-FORBIDDEN_MODULES = {"socket", "time", "asyncio", "threading", "subprocess", "selectors", "os"}
+ROOT = Path(__file__).resolve().parent.parent
+#: The protocol packages and modules: the sans-I/O contract's source modules.
+PROTOCOL = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+    "contracts"
+][1]["source_modules"]
+OWNS_FILES = {"linkstack/sdls/keystore.py", "linkstack/inference/tokenizer.py"}
+FORBIDDEN_MODULES = {"os", "shutil", "tempfile", "fcntl"}
 FORBIDDEN_CALLS = {"print", "open", "input"}
 
 
 def protocol_modules() -> list[Path]:
-    return sorted(
-        path
-        for path in PACKAGE.rglob("*.py")
-        if path.name not in ALLOWED and "cli" not in path.relative_to(PACKAGE).parts
-    )
+    paths: list[Path] = []
+    for name in PROTOCOL:
+        base = ROOT / name.replace(".", "/")
+        paths += sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    return [p for p in paths if str(p.relative_to(ROOT)) not in OWNS_FILES]
 
 
 def io_uses(path: Path) -> list[str]:
@@ -42,16 +52,19 @@ def io_uses(path: Path) -> list[str]:
     return found
 
 
-def test_there_are_protocol_modules_to_check() -> None:
-    assert len(protocol_modules()) >= 2
+def test_the_contract_names_the_protocol_layers() -> None:
+    assert "linkstack.endpoints" in PROTOCOL and "linkstack.sdls" in PROTOCOL
+    assert len(protocol_modules()) >= 20
 
 
-@pytest.mark.parametrize("path", protocol_modules(), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", protocol_modules(), ids=lambda p: str(p.relative_to(ROOT / "linkstack"))
+)
 def test_protocol_module_is_sans_io(path: Path) -> None:
     assert io_uses(path) == []
 
 
 def test_checker_catches_io(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import time\nfrom socket import socket\nprint('x')\n")
-    assert io_uses(bad) == ["time", "socket", "print() at line 3"]
+    bad.write_text("import os\nfrom shutil import copy\nprint('x')\nopen('f')\n")
+    assert io_uses(bad) == ["os", "shutil", "print() at line 3", "open() at line 4"]

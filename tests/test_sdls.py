@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linkstack.errors import InvalidState, Layer, LocalProtocolError, RemoteProtocolError
-from linkstack.fecf import append_fecf
+from linkstack.packets.fecf import append_fecf
 from linkstack.sdls import (
     BadPadLength,
     CounterExhausted,
@@ -52,7 +52,7 @@ from linkstack.sdls import (
     unprotect_tc,
     unprotect_tm,
 )
-from linkstack.tc_frame import (
+from linkstack.tc.frame import (
     BypassFlag,
     SegmentHeader,
     SequenceFlags,
@@ -61,7 +61,7 @@ from linkstack.tc_frame import (
     TcVcConfig,
     Unlock,
 )
-from linkstack.tm_frame import TmChannelConfig, TmFrame
+from linkstack.tm.frame import TmChannelConfig, TmFrame
 
 # -- published vectors -------------------------------------------------------------------
 

@@ -20,12 +20,12 @@ import pytest
 
 from groundstation.cli import main as groundstation_main
 from linkstack.capture import UnitKind, read_capture
+from linkstack.coding.tc import CltuDecoded, CltuDecoder
+from linkstack.coding.tm import CaduSynchronizer, FrameDecoded
 from linkstack.endpoints import LinkConfig
-from linkstack.inference_protocol import pack_token_ids
-from linkstack.keystore import generate_key_file, load_key_file, write_key_file
+from linkstack.inference.protocol import pack_token_ids
 from linkstack.sdls import KeyMaterial, KeyRing
-from linkstack.tc_coding import CltuDecoded, CltuDecoder
-from linkstack.tm_coding import CaduSynchronizer, FrameDecoded
+from linkstack.sdls.keystore import generate_key_file, load_key_file, write_key_file
 from onboard.cli import main as onboard_main
 from tests.test_cli_demo import reference, run_demo
 from tests.test_onboard_serve import ROOT, Server, free_port, onboard

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from spacepackets.ccsds import spacepacket as oracle
 
 from linkstack.errors import DecodeError, Dropped, Layer, LocalProtocolError, RemoteProtocolError
-from linkstack.space_packet import (
+from linkstack.packets.space_packet import (
     IDLE_APID,
     MAX_DATA_LENGTH,
     PacketReassembler,

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkstack.errors import Dropped, Layer, LocalProtocolError, UncorrectableCodeword
-from linkstack.tc_coding import (
+from linkstack.coding.tc import (
     FILL_OCTET,
     INFO_OCTETS,
     RANDOMIZER_SEQUENCE,
@@ -25,6 +24,7 @@ from linkstack.tc_coding import (
     encode_cltu,
     randomize,
 )
+from linkstack.errors import Dropped, Layer, LocalProtocolError, UncorrectableCodeword
 
 # ---------------------------------------------------------------------------------
 # Independent oracle: the book's definition, bit by bit

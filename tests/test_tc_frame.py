@@ -18,7 +18,7 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.tc_frame import (
+from linkstack.tc.frame import (
     BypassFlag,
     ControlCommandFlag,
     FrameDataUnit,

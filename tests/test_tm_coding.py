@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkstack import reed_solomon as rs
-from linkstack.errors import Dropped, Layer, LocalProtocolError
-from linkstack.tm_coding import (
+from linkstack.coding import reed_solomon as rs
+from linkstack.coding.tm import (
     ASM,
     Basis,
     CaduSynchronizer,
@@ -27,6 +26,7 @@ from linkstack.tm_coding import (
     pseudo_random_sequence,
     randomize,
 )
+from linkstack.errors import Dropped, Layer, LocalProtocolError
 
 SMALL = TmCodingConfig(interleave=1, frame_length=60)  # 96-octet codeblock: fast tests
 

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacepackets.ccsds import tm_frame as oracle
 
-from linkstack.clcw import Clcw
 from linkstack.errors import (
     DecodeError,
     Dropped,
@@ -18,9 +17,10 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.fecf import append_fecf
-from linkstack.space_packet import PacketSequencer, PacketType, SpacePacket, idle_packet
-from linkstack.tm_frame import (
+from linkstack.packets.fecf import append_fecf
+from linkstack.packets.space_packet import PacketSequencer, PacketType, SpacePacket, idle_packet
+from linkstack.tc.clcw import Clcw
+from linkstack.tm.frame import (
     FHP_IDLE_ONLY,
     FHP_NO_PACKET_START,
     FramesLost,

@@ -1,4 +1,4 @@
-"""The offline Qwen-3 tokenizer (linkstack.tokenizer): no torch, no hub."""
+"""The offline Qwen-3 tokenizer (linkstack.inference.tokenizer): no torch, no hub."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from linkstack.tokenizer import (
+from linkstack.inference.tokenizer import (
     QWEN3_ADDED_TOKENS,
     QWEN3_CHAT_TEMPLATE,
     QWEN3_PRETOKENIZE_REGEX,
@@ -268,7 +268,7 @@ def test_qwen_ranks_give_as_many_merges_as_qwens_merges_txt(qwen3_tokenizer: Tok
 
 def test_importing_linkstack_tokenizer_stays_light() -> None:
     code = (
-        "import sys, linkstack, linkstack.tokenizer; "
+        "import sys, linkstack, linkstack.inference.tokenizer; "
         "print(sorted(m for m in ('tokenizers', 'torch', 'transformers', 'jinja2') "
         "if m in sys.modules))"
     )

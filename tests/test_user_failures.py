@@ -2,7 +2,7 @@
 a port already in use, a peer that is down, keys that do not match, Ctrl-C in the
 middle of an answer, ``-v`` beside a streamed answer, a capture that would overwrite a
 file.  Each must be told clearly and quickly, with the common exit codes
-(linkstack.cli.base)."""
+(linkstack.console.base)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from linkstack.keystore import generate_key_file
+from linkstack.sdls.keystore import generate_key_file
 from tests.test_onboard_serve import ROOT, Server, free_port, onboard
 
 pytestmark = pytest.mark.slow
@@ -176,7 +176,7 @@ def test_verbose_logs_never_enter_the_answer(
     quiet = ask(url, "--max-new-tokens", "8", env=env)
     assert quiet[0] == 0
     assert out == quiet[1]  # stdout is the answer and nothing else
-    assert "groundstation: linkstack.tm_coding: < sync acquired at" in err
+    assert "groundstation: linkstack.coding.tm: < sync acquired at" in err
 
 
 def test_json_record_has_the_promised_fields_per_end(

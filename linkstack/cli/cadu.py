@@ -16,10 +16,8 @@ import argparse
 import json
 from typing import Any, BinaryIO
 
-from linkstack.cli.base import UsageError
 from linkstack.cli.main import EXIT_OK, EXIT_USAGE_OR_PARTIAL, CliError, Streams
-from linkstack.errors import Dropped, LocalProtocolError
-from linkstack.tm_coding import (
+from linkstack.coding.tm import (
     Basis,
     CaduSynchronizer,
     CodeblockDropped,
@@ -27,6 +25,8 @@ from linkstack.tm_coding import (
     TmCodingConfig,
     encode_cadus,
 )
+from linkstack.console.base import UsageError
+from linkstack.errors import Dropped, LocalProtocolError
 
 CHUNK = 64 * 1024
 _DEFAULTS = TmCodingConfig(interleave=1)

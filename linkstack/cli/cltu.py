@@ -14,9 +14,9 @@ import json
 from typing import Any, BinaryIO
 
 from linkstack.cli.main import EXIT_OK, EXIT_USAGE_OR_PARTIAL, CliError, Streams
+from linkstack.coding.tc import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 from linkstack.errors import DecodeError, Dropped
-from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
-from linkstack.tc_frame import peek_frame_length
+from linkstack.tc.frame import peek_frame_length
 
 CHUNK = 64 * 1024
 #: TC Transfer Frame primary header: the octets ``peek_frame_length`` needs.

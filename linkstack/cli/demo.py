@@ -22,8 +22,8 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-from linkstack.channel import PROFILE_NAMES, ChannelConfig, Outage
-from linkstack.cli.base import (
+from linkstack.cli.main import Streams
+from linkstack.console.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -34,15 +34,15 @@ from linkstack.cli.base import (
     positive_seconds,
     probability,
 )
-from linkstack.cli.main import Streams
-from linkstack.cli.options import add_generation_options, wire_params
+from linkstack.console.options import add_generation_options, wire_params
+from linkstack.radio.channel import PROFILE_NAMES, ChannelConfig, Outage
 
 if TYPE_CHECKING:
     from groundstation.session import Outcome
     from groundstation.station import Update
-    from linkstack.inference_protocol import GenerationParams
-    from linkstack.keystore import RoleSecurity
-    from linkstack.recording import SessionRecorder
+    from linkstack.capture.recording import SessionRecorder
+    from linkstack.inference.protocol import GenerationParams
+    from linkstack.sdls.keystore import RoleSecurity
     from onboard.model import ModelHandle
 
 DEFAULT_PROMPT = "Hello from the ground station. What do you see from orbit?"
@@ -150,7 +150,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
-    from linkstack.channel import link_profile
+    from linkstack.radio.channel import link_profile
 
     profile = link_profile(args.profile)
     changes: dict[str, Any] = {
@@ -172,7 +172,7 @@ def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
 
 
 def run(args: argparse.Namespace, io: Streams) -> int:
-    from linkstack.cli.capture import check_capture_path
+    from linkstack.console.recording import check_capture_path
 
     uplink, downlink = _channels(args)
     params = wire_params(args)
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
 
     keys: tuple[RoleSecurity, RoleSecurity] | None = None
     if args.keys is not None:
-        from linkstack.keystore import link_security
+        from linkstack.sdls.keystore import link_security
 
         keys = (
             link_security(args.keys, role="ground"),
@@ -249,9 +249,9 @@ def _recorder(
     no prompt in the metadata, only which SPIs protected it.
     """
     from linkstack.capture import session_metadata
-    from linkstack.channel import LinkProfile
-    from linkstack.cli.capture import open_recorder
+    from linkstack.console.recording import open_recorder
     from linkstack.endpoints import LinkConfig
+    from linkstack.radio.channel import LinkProfile
 
     metadata = session_metadata(
         LinkConfig(),
@@ -294,8 +294,8 @@ async def _demo(
     from groundstation.session import await_answer
     from groundstation.station import GroundStation
     from linkstack.aio import LoopbackLink
+    from linkstack.capture.recording import RecordingLink
     from linkstack.endpoints import LinkConfig
-    from linkstack.recording import RecordingLink
     from onboard.service import OnboardService
 
     config = LinkConfig()
@@ -373,7 +373,7 @@ async def _demo(
 
 def _security_record(enabled: bool, station: Any, service: Any) -> dict[str, Any]:
     """SDLS refusals at both ends (``sdls/<reason>`` drops), summed and per side."""
-    from linkstack.keystore import security_record
+    from linkstack.sdls.keystore import security_record
 
     ground, spacecraft = station.endpoint.drops, service.endpoint.drops
     record = security_record(enabled, ground, spacecraft)

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from linkstack.cli.main import EXIT_OK, CliError, Streams
-from linkstack.keystore import KeyFileExists, generate_key_file
+from linkstack.sdls.keystore import KeyFileExists, generate_key_file
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -2,7 +2,7 @@
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser
 and sets ``handler`` to a function ``(args, io) -> int``.  Exit codes and messages
-follow :mod:`linkstack.cli.base`: 0 success, 1 a run that failed (a message on stderr,
+follow :mod:`linkstack.console.base`: 0 success, 1 a run that failed (a message on stderr,
 never a traceback), 2 bad options or, for decoders, input that was only partly
 decodable, 130 interrupted.
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from linkstack.cli.base import (
+from linkstack.console.base import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
 
-from linkstack.clcw import Clcw, CopInEffect
 from linkstack.errors import (
     DropCounter,
     Dropped,
@@ -48,7 +47,8 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.tc_frame import (
+from linkstack.tc.clcw import Clcw, CopInEffect
+from linkstack.tc.frame import (
     MAX_SEQUENCE_NUMBER,
     BypassFlag,
     FrameType,

@@ -3,7 +3,7 @@
 A discrete-event simulation that composes the same sans-I/O pieces the live
 programs use - :class:`~linkstack.endpoints.GroundEndpoint`,
 :class:`~groundstation.assembler.TokenAssembler`, two seeded
-:class:`~linkstack.channel.Channel` objects, :class:`~linkstack.endpoints.SpacecraftEndpoint`
+:class:`~linkstack.radio.channel.Channel` objects, :class:`~linkstack.endpoints.SpacecraftEndpoint`
 and :class:`~onboard.service.OnboardCore` - and advances time from one event to the
 next instead of waiting.  Runs are deterministic: the same prompt, parameters, link
 and seed give the same events, counters and times, whatever the machine.
@@ -35,7 +35,6 @@ from groundstation.recovery import (
     RecoveryFailed,
     StreamRecovery,
 )
-from linkstack.channel import Channel, ChannelConfig, ChannelStats
 from linkstack.endpoints import (
     GroundEndpoint,
     LinkConfig,
@@ -44,7 +43,7 @@ from linkstack.endpoints import (
     SpacecraftEndpoint,
 )
 from linkstack.errors import Dropped, Layer, LocalProtocolError
-from linkstack.inference_protocol import (
+from linkstack.inference.protocol import (
     EndOfStream,
     ErrorReason,
     ErrorReport,
@@ -54,10 +53,11 @@ from linkstack.inference_protocol import (
     TokenRange,
     encode_message,
 )
-from linkstack.inference_protocol import GenerationParams as WireParams
+from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.packets.space_packet import PRIMARY_HEADER_LENGTH
+from linkstack.radio.channel import Channel, ChannelConfig, ChannelStats
 from linkstack.sdls import LinkSecurity
-from linkstack.space_packet import PRIMARY_HEADER_LENGTH
-from linkstack.tm_frame import FramesLost
+from linkstack.tm.frame import FramesLost
 from onboard.generation import FinishReason, GenerationResult
 from onboard.service import CoreConfig, CoreCounters, Job, OnboardCore
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from linkstack.capture import CaptureWriter, Direction
-from linkstack.tc_coding import TAIL_SEQUENCE
+from linkstack.coding.tc import TAIL_SEQUENCE
 
 __all__ = ["RecordingLink", "SessionRecorder", "Side"]
 

@@ -82,7 +82,9 @@ import pcapng.exceptions  # type: ignore[import-untyped]
 from pcapng import blocks
 
 from linkstack import __version__
-from linkstack.channel import LinkProfile
+from linkstack.coding.reed_solomon import Basis
+from linkstack.coding.tc import CltuDecoded, CltuDecoder, DecoderMode
+from linkstack.coding.tm import CaduSynchronizer, FrameDecoded, SyncLost, TmCodingConfig
 from linkstack.endpoints import LinkConfig
 from linkstack.errors import (
     DropCounter,
@@ -91,12 +93,10 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.reed_solomon import Basis
-from linkstack.space_packet import PRIMARY_HEADER_LENGTH, peek_packet_length
-from linkstack.tc_coding import CltuDecoded, CltuDecoder, DecoderMode
-from linkstack.tc_frame import TcFrame, TcReassembler, UnitReceived, peek_frame_length, peek_vcid
-from linkstack.tm_coding import CaduSynchronizer, FrameDecoded, SyncLost, TmCodingConfig
-from linkstack.tm_frame import FramesLost, PacketReceived, TmDepacketizer, TmFrame
+from linkstack.packets.space_packet import PRIMARY_HEADER_LENGTH, peek_packet_length
+from linkstack.radio.channel import LinkProfile
+from linkstack.tc.frame import TcFrame, TcReassembler, UnitReceived, peek_frame_length, peek_vcid
+from linkstack.tm.frame import FramesLost, PacketReceived, TmDepacketizer, TmFrame
 
 __all__ = [
     "FORMAT",

@@ -33,9 +33,9 @@ from typing import Final
 
 import numpy as np
 
-from linkstack import reed_solomon
+from linkstack.coding import reed_solomon
+from linkstack.coding.reed_solomon import Basis, CodeblockLayout
 from linkstack.errors import DropCounter, Dropped, Layer, LocalProtocolError
-from linkstack.reed_solomon import Basis, CodeblockLayout
 
 logger = logging.getLogger(__name__)
 

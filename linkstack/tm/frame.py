@@ -28,8 +28,8 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.fecf import FECF_LENGTH, append_fecf, strip_fecf
-from linkstack.space_packet import (
+from linkstack.packets.fecf import FECF_LENGTH, append_fecf, strip_fecf
+from linkstack.packets.space_packet import (
     IDLE_APID,
     MAX_PACKET_LENGTH,
     MIN_PACKET_LENGTH,
@@ -38,7 +38,7 @@ from linkstack.space_packet import (
     idle_packet,
     peek_packet_length,
 )
-from linkstack.space_packet import (
+from linkstack.packets.space_packet import (
     PRIMARY_HEADER_LENGTH as PACKET_HEADER_LENGTH,
 )
 

@@ -76,22 +76,22 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.tc_frame import (
+from linkstack.tc.frame import (
     PRIMARY_HEADER_LENGTH as TC_PRIMARY_HEADER_LENGTH,
 )
-from linkstack.tc_frame import (
+from linkstack.tc.frame import (
     SEGMENT_HEADER_LENGTH,
     ControlCommandFlag,
     TcFrame,
     TcVcConfig,
 )
-from linkstack.tm_frame import (
+from linkstack.tm.frame import (
     FHP_IDLE_ONLY,
     FHP_NO_PACKET_START,
     TmChannelConfig,
     TmFrame,
 )
-from linkstack.tm_frame import (
+from linkstack.tm.frame import (
     PRIMARY_HEADER_LENGTH as TM_PRIMARY_HEADER_LENGTH,
 )
 

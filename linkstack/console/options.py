@@ -13,11 +13,11 @@ import argparse
 import math
 from typing import TYPE_CHECKING, Final
 
-from linkstack.cli.base import UsageError
-from linkstack.inference_protocol import MAX_NEW_TOKENS, MILLI
+from linkstack.console.base import UsageError
+from linkstack.inference.protocol import MAX_NEW_TOKENS, MILLI
 
 if TYPE_CHECKING:
-    from linkstack.inference_protocol import GenerationParams
+    from linkstack.inference.protocol import GenerationParams
 
 #: The wire carries temperature and top-p in thousandths (docs/protocol.md §4).
 _MAX_TEMPERATURE: Final = 0xFFFF / MILLI  # u16 temperature_milli
@@ -71,7 +71,7 @@ def _thousandths(option: str, value: float, low: float, high: float) -> int:
 def wire_params(args: argparse.Namespace) -> GenerationParams:
     """The wire parameters of the parsed flags; raises :class:`UsageError` naming the
     option the user typed."""
-    from linkstack.inference_protocol import GenerationParams
+    from linkstack.inference.protocol import GenerationParams
 
     if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
         raise UsageError(f"--max-new-tokens {args.max_new_tokens} must be in 1..{MAX_NEW_TOKENS}")

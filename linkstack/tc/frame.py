@@ -34,7 +34,7 @@ from linkstack.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from linkstack.fecf import FECF_LENGTH, append_fecf, strip_fecf
+from linkstack.packets.fecf import FECF_LENGTH, append_fecf, strip_fecf
 
 logger = logging.getLogger(__name__)
 

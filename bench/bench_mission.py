@@ -30,7 +30,7 @@ from linkstack.radio.channel import link_profile
 from linkstack.sim.mission import MissionConfig, simulate
 from onboard.generation import generate
 from onboard.model import ModelHandle, load_model
-from onboard.service import Job, params_from_wire
+from onboard.service import Job
 
 PROMPTS = {
     "english": "Describe the thermal environment of a satellite in low Earth orbit.",
@@ -42,10 +42,9 @@ TOKENS = 100
 
 
 def onboard_rate(handle: ModelHandle, prompt_ids: tuple[int, ...], wire: GenerationParams) -> float:
-    params = params_from_wire(wire)
-    generate(handle, prompt_ids, params)  # warm up
+    generate(handle, prompt_ids, wire)  # warm up
     start = time.perf_counter()
-    result = generate(handle, prompt_ids, params)
+    result = generate(handle, prompt_ids, wire)
     return len(result.generated_ids) / (time.perf_counter() - start)
 
 

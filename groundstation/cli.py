@@ -309,36 +309,22 @@ def _recorder(
     args: argparse.Namespace, keys: RoleSecurity | None = None
 ) -> contextlib.AbstractContextManager[SessionRecorder | None]:
     """``--capture``: the ground's recorder on the running loop's clock, opened once
-    the link is up.
+    the link is up."""
+    from linkstack.console.recording import session_recorder
 
-    A protected session (``keys``) records ciphertext only: no decoded Space Packets,
-    no prompt in the metadata, only which SPIs protected it.
-    """
-    from linkstack.capture import session_metadata
-    from linkstack.console.recording import open_recorder
-    from linkstack.endpoints import LinkConfig
-
-    metadata = session_metadata(
-        LinkConfig(),
-        seed=args.seed,
+    return session_recorder(
+        args.capture,
         side="ground",
         program="groundstation ask",
+        clock=asyncio.get_running_loop().time,
+        force=args.force,
+        protection=None if keys is None else keys.metadata(),
+        prompt=args.prompt,
+        seed=args.seed,
         link_url=args.link,
         model=args.model,
         chat=not args.no_chat,
         timeout_s=args.timeout,
-    )
-    if keys is None:
-        metadata["prompt"] = args.prompt
-    else:
-        metadata["security"] = keys.metadata()
-    return open_recorder(
-        args.capture,
-        metadata,
-        side="ground",
-        clock=asyncio.get_running_loop().time,
-        record_packets=keys is None,
-        force=args.force,
     )
 
 

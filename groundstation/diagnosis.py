@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from linkstack.endpoints import LinkCounters
+from linkstack.endpoints import GroundCounters
 
 #: Seconds of downlink silence before the ground says it hears nothing.  The
 #: spacecraft sends an idle frame at least every 0.25 s (linkstack.aio).
@@ -55,7 +55,7 @@ class LinkDiagnosis:
     def check(
         self,
         now: float,
-        counters: LinkCounters,
+        counters: GroundCounters,
         drops: Mapping[str, int],
         *,
         link_error: str | None = None,
@@ -70,7 +70,7 @@ class LinkDiagnosis:
     def _causes(
         self,
         now: float,
-        counters: LinkCounters,
+        counters: GroundCounters,
         drops: Mapping[str, int],
         link_error: str | None,
     ) -> list[tuple[str, Diagnosis]]:

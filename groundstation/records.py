@@ -3,75 +3,43 @@
 
 Counters are per end: ``counters`` holds what the ground's endpoint counts (what it sent
 up, what it received down), ``spacecraft_counters`` (``linkstack demo`` only, the one
-program that sees both ends) what the spacecraft's endpoint counts.  A field one end
-never fills is not printed for it.  ``recovery`` tells how the answer was made whole:
-COP-1 retransmissions and alerts, the ground's ResendRequests and EndAcks, and, where the
-spacecraft is seen, what it resent.
+program that sees both ends) what the spacecraft's endpoint counts: each is its end's
+counters type as a dict, so a field one end never fills is not printed for it.
+``recovery`` tells how the answer was made whole: COP-1 retransmissions and alerts, the
+ground's ResendRequests and EndAcks, and, where the spacecraft is seen, what it resent.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
+
+from linkstack.inference.protocol import FinishReason
 
 if TYPE_CHECKING:
     from groundstation.recovery import RecoveryCounters
     from groundstation.station import Answer
-    from linkstack.endpoints import LinkCounters
+    from linkstack.endpoints import GroundCounters
     from linkstack.inference.protocol import GenerationParams
 
 #: Version of the record's schema (docs/json.md); bumped when a field changes meaning.
 SCHEMA_VERSION: Final = 2
 
-#: :class:`~linkstack.endpoints.LinkCounters` fields the ground's endpoint fills.
-GROUND_COUNTERS: Final = (
-    "cltus_sent",
-    "tc_frames_sent",
-    "tc_frames_retransmitted",
-    "uplink_octets",
-    "cop1_alerts",
-    "frames_received",
-    "frames_lost",
-    "rs_corrected_symbols",
-    "rs_uncorrectable",
-    "sync_losses",
-    "packets_received",
-    "messages_received",
-    "dropped",
-)
-#: :class:`~linkstack.endpoints.LinkCounters` fields the spacecraft's endpoint fills.
-SPACECRAFT_COUNTERS: Final = (
-    "cltus_received",
-    "tc_frames_received",
-    "tc_frames_rejected",
-    "tc_corrected_bits",
-    "cadus_sent",
-    "idle_frames_sent",
-    "downlink_octets",
-    "packets_received",
-    "messages_received",
-    "dropped",
-)
-
-#: Wire FinishReason values (docs/protocol.md) under ``onboard generate``'s names.
-_FINISH_NAMES: Final = {0: "stop", 1: "max_tokens", 2: "cancelled", 3: "error"}
-
 
 def finish_name(reason: int | None) -> str | None:
-    """The wire FinishReason under ``onboard generate``'s name for it."""
-    return None if reason is None else _FINISH_NAMES.get(int(reason), str(reason))
+    """The wire FinishReason under its user-facing name (:attr:`FinishReason.label`);
+    a value outside the enum as its number."""
+    if reason is None:
+        return None
+    try:
+        return FinishReason(int(reason)).label
+    except ValueError:
+        return str(reason)
 
 
-def end_counters(counters: LinkCounters, fields: Iterable[str]) -> dict[str, int]:
-    """The ``fields`` of one end's counters."""
-    values = dataclasses.asdict(counters)
-    return {name: values[name] for name in fields}
-
-
-def ground_counters(counters: LinkCounters) -> dict[str, int]:
+def ground_counters(counters: GroundCounters) -> dict[str, int]:
     """The ground end's counters, with ``uplink_bits``."""
-    record = end_counters(counters, GROUND_COUNTERS)
+    record: dict[str, int] = dataclasses.asdict(counters)
     record["uplink_bits"] = counters.uplink_octets * 8
     return record
 
@@ -175,12 +143,9 @@ def answer_summary(answer: Answer) -> str:
 
 
 __all__ = [
-    "GROUND_COUNTERS",
     "SCHEMA_VERSION",
-    "SPACECRAFT_COUNTERS",
     "answer_record",
     "answer_summary",
-    "end_counters",
     "finish_name",
     "ground_counters",
     "recovery_record",

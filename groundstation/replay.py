@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from groundstation.assembler import TokenAssembler
-from groundstation.records import GROUND_COUNTERS, answer_record
+from groundstation.records import answer_record
 from groundstation.records import finish_name as _finish_name
 from groundstation.recovery import RecoveryCounters
 from groundstation.station import Answer, GroundStation
@@ -61,7 +61,13 @@ from linkstack.capture import (
     read_cadu_file,
     read_capture,
 )
-from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
+from linkstack.endpoints import (
+    GroundCounters,
+    GroundEndpoint,
+    LinkConfig,
+    MessageReceived,
+    SpacecraftEndpoint,
+)
 from linkstack.errors import LinkError, RemoteProtocolError
 from linkstack.inference.protocol import (
     EndOfStream,
@@ -445,12 +451,14 @@ def replay_capture(
 def comparable(record: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a live ``--json`` record a replay must reproduce exactly.
 
-    ``counters`` is compared on the ground's fields (docs/json.md): records of schema 1
-    also held the spacecraft's fields, always zero at the ground."""
+    ``counters`` is compared on the fields of :class:`GroundCounters` and
+    ``uplink_bits`` (docs/json.md): records of schema 1 also held the spacecraft's
+    fields, always zero at the ground."""
     fields = {key: record.get(key) for key in REPRODUCED_FIELDS}
     counters = fields.get("counters")
     if isinstance(counters, Mapping):
-        fields["counters"] = {key: counters.get(key) for key in (*GROUND_COUNTERS, "uplink_bits")}
+        names = [*(f.name for f in dataclasses.fields(GroundCounters)), "uplink_bits"]
+        fields["counters"] = {key: counters.get(key) for key in names}
     return fields
 
 

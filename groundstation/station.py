@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
-import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ from groundstation.recovery import (
     StreamRecovery,
 )
 from linkstack.aio import Link
-from linkstack.endpoints import GroundEndpoint, LinkConfig, LinkCounters, MessageReceived
+from linkstack.endpoints import GroundCounters, GroundEndpoint, LinkConfig, MessageReceived
 from linkstack.errors import Dropped, InvalidState, LinkError, LocalProtocolError
 from linkstack.inference.protocol import (
     Cancel,
@@ -65,10 +63,14 @@ from linkstack.inference.protocol import (
     PromptRequest,
     TokenChunk,
     TokenRange,
+    parse_duplicate_detail,
+    request_digest,
 )
 from linkstack.inference.tokenizer import IncrementalDecoder, Tokenizer
 from linkstack.sdls import LinkSecurity
-from linkstack.tm.frame import FramesLost
+from linkstack.tm.channels import (
+    FramesLost,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +79,6 @@ REQUEST_ID_MODULUS: Final = 0x1_0000
 #: Gives the next request id to try, 0..65535 (ids in flight are skipped); the
 #: persistent one is :class:`groundstation.request_ids.RequestIdAllocator`.
 IdSource = Callable[[], int]
-#: DUPLICATE_REQUEST detail: ``id N STATE; refused sha256:HHHHHHHHHHHHHHHH``, the
-#: first 8 octets of the SHA-256 of the refused PromptRequest (docs/protocol.md §8.1).
-_DUPLICATE_DETAIL: Final = re.compile(
-    r"^id (?P<id>\d+) (?P<state>[^;]+); refused sha256:(?P<digest>[0-9a-f]{16})$"
-)
 #: General ErrorReports (no request concerned) kept for inspection.
 _KEPT_ERRORS: Final = 16
 
@@ -123,8 +120,8 @@ class RequestIdInUseError(SpacecraftError):
     def __init__(self, request_id: int, detail: str) -> None:
         self.reason = ErrorReason.DUPLICATE_REQUEST
         self.detail = detail
-        match = _DUPLICATE_DETAIL.match(detail)
-        self.state = None if match is None else match["state"]
+        said = parse_duplicate_detail(detail)
+        self.state = None if said is None else said.state
         where = f" ({self.state})" if self.state else (f" ({detail})" if detail else "")
         RequestError.__init__(
             self,
@@ -132,12 +129,6 @@ class RequestIdInUseError(SpacecraftError):
             f"refused by the spacecraft: request id {request_id} is still in use on board"
             f"{where} by another request; ask again for a new id",
         )
-
-
-def request_digest(request: PromptRequest) -> str:
-    """First 8 octets of the SHA-256 of ``request``'s octets, in hex: how a
-    DUPLICATE_REQUEST detail names the request it refused (docs/protocol.md §8.1)."""
-    return hashlib.sha256(request.to_bytes()).digest()[:8].hex()
 
 
 class TokensLostError(RequestError):
@@ -221,7 +212,7 @@ class Answer:
     #: Index ranges given up as lost by the recovery (see :class:`TokensLostError`).
     lost: tuple[TokenRange, ...]
     #: Snapshot of the ground endpoint's link counters when the answer ended.
-    counters: LinkCounters
+    counters: GroundCounters
     #: Snapshot of the endpoint's drops, ``"layer/reason" -> count``.
     drops: dict[str, int]
 
@@ -425,7 +416,7 @@ class GroundStation:
         self._drain(now)
 
     @property
-    def link_counters(self) -> LinkCounters:
+    def link_counters(self) -> GroundCounters:
         """A snapshot of the endpoint's counters."""
         return dataclasses.replace(self.endpoint.counters)
 
@@ -663,8 +654,8 @@ class GroundStation:
             return
         error: SpacecraftError
         if report.reason is ErrorReason.DUPLICATE_REQUEST:
-            match = _DUPLICATE_DETAIL.match(report.detail)
-            if match is not None and match["digest"] != request_digest(handle.request):
+            said = parse_duplicate_detail(report.detail)
+            if said is not None and said.digest != request_digest(handle.request):
                 # Another ground's request with this id was refused, not this one.
                 self.counters.refusals_of_other_requests += 1
                 logger.warning(

@@ -38,6 +38,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from linkstack.coding.tc import CltuDecoded, CltuDecoder, DecoderMode, encode_cltu
 from linkstack.coding.tm import (
@@ -77,20 +78,24 @@ from linkstack.tc.cop1 import (
 from linkstack.tc.frame import (
     FrameType,
     TcFrame,
-    TcReassembler,
     TcVcConfig,
-    UnitReceived,
-    packet_processing,
     peek_frame_length,
 )
-from linkstack.tm.frame import (
+from linkstack.tc.segments import (
+    TcReassembler,
+    UnitReceived,
+    packet_processing,
+)
+from linkstack.tm.channels import (
     FramesLost,
     OcfReceived,
     PacketReceived,
-    TmChannelConfig,
     TmDepacketizer,
-    TmFrame,
     TmMultiplexer,
+)
+from linkstack.tm.frame import (
+    TmChannelConfig,
+    TmFrame,
 )
 
 logger = logging.getLogger(__name__)
@@ -159,32 +164,53 @@ class MessageReceived:
 
 
 @dataclass(slots=True)
-class LinkCounters:
-    """What one endpoint sent and received; each side fills the fields of its role."""
+class GroundCounters:
+    """What the ground endpoint sent up and received down (``GroundEndpoint.counters``)."""
 
     # uplink
     cltus_sent: int = 0
     tc_frames_sent: int = 0
+    #: FOP-1 retransmissions (Type-AD and Type-BC), included in ``tc_frames_sent``.
     tc_frames_retransmitted: int = 0
     uplink_octets: int = 0
     cop1_alerts: int = 0
+    # downlink
+    frames_received: int = 0
+    #: TM frames missed, from gaps in the master channel frame count.
+    frames_lost: int = 0
+    rs_corrected_symbols: int = 0
+    rs_uncorrectable: int = 0
+    sync_losses: int = 0
+    packets_received: int = 0
+    messages_received: int = 0
+    #: Units dropped at any layer (the endpoint's ``drops`` says why).
+    dropped: int = 0
+
+
+@dataclass(slots=True)
+class SpacecraftCounters:
+    """What the spacecraft endpoint received up and sent down
+    (``SpacecraftEndpoint.counters``)."""
+
+    # uplink
     cltus_received: int = 0
     tc_frames_received: int = 0
+    #: TC frames FARM-1 discarded (``FarmResult.discarded`` set).
     tc_frames_rejected: int = 0
     tc_corrected_bits: int = 0
     # downlink
     cadus_sent: int = 0
     idle_frames_sent: int = 0
     downlink_octets: int = 0
-    frames_received: int = 0
-    frames_lost: int = 0
-    rs_corrected_symbols: int = 0
-    rs_uncorrectable: int = 0
-    sync_losses: int = 0
-    # both
+    # uplink packets
     packets_received: int = 0
     messages_received: int = 0
+    #: Units dropped at any layer (the endpoint's ``drops`` says why).
     dropped: int = 0
+
+
+#: One end's counters: both count the packets and messages they receive and their drops.
+_CountersT = TypeVar("_CountersT", GroundCounters, SpacecraftCounters)
 
 
 #: ``KeysChanged``: the spacecraft applied a key management PDU (APID KEY_MANAGEMENT).
@@ -221,12 +247,13 @@ def _plain_tm(config: LinkConfig, overhead: int) -> TmChannelConfig:
 PacketTap = Callable[[bytes, float | None], None]
 
 
-class _Endpoint:
+class _Endpoint(Generic[_CountersT]):
     """What both ends share: the event queue, drop counting and message parsing."""
 
-    def __init__(self, config: LinkConfig) -> None:
+    def __init__(self, config: LinkConfig, counters: _CountersT) -> None:
         self.config = config
-        self.counters = LinkCounters()
+        #: What this end counts: :class:`GroundCounters` or :class:`SpacecraftCounters`.
+        self.counters: _CountersT = counters
         self.drops = DropCounter()
         self._events: deque[Event] = deque()
         #: Optional observer of every Space Packet sent or received whole.
@@ -269,11 +296,11 @@ class _Endpoint:
         self._events.append(MessageReceived(packet.apid, message, now))
 
 
-class GroundEndpoint(_Endpoint):
+class GroundEndpoint(_Endpoint[GroundCounters]):
     """Ground side: sends messages as CLTUs, receives a CADU byte stream."""
 
     def __init__(self, config: LinkConfig, security: LinkSecurity | None = None) -> None:
-        super().__init__(config)
+        super().__init__(config, GroundCounters())
         #: SDLS (CCSDS 355.0-B-2): None sends and accepts frames in the clear.
         self.security = security
         self._tc = _plain_tc(config, 0 if security is None else security.overhead)
@@ -334,9 +361,7 @@ class GroundEndpoint(_Endpoint):
                 self._events.append(notification)
         if self.fop.state is FopState.S6 and self.fop.backlog_length:
             self.fop.initiate_ad_with_set_vr(self.fop.vs, now)
-        retransmitted = (
-            self.fop.counters["ad-retransmitted"] + self.fop.counters["bc-retransmitted"]
-        )
+        retransmitted = self.fop.statistics.ad_retransmitted + self.fop.statistics.bc_retransmitted
         self.counters.tc_frames_retransmitted = retransmitted
         for plain in self.fop.frames_to_send():
             # Every transmission gets a fresh IV and sequence number: a FOP-1
@@ -420,11 +445,11 @@ class GroundEndpoint(_Endpoint):
         self._flush_fop(now)
 
 
-class SpacecraftEndpoint(_Endpoint):
+class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
     """Spacecraft side: receives a CLTU byte stream, sends messages as CADUs."""
 
     def __init__(self, config: LinkConfig, security: LinkSecurity | None = None) -> None:
-        super().__init__(config)
+        super().__init__(config, SpacecraftCounters())
         #: SDLS (CCSDS 355.0-B-2): None sends and accepts frames in the clear.
         self.security = security
         self._tc = config.tc
@@ -552,10 +577,11 @@ class SpacecraftEndpoint(_Endpoint):
 __all__ = [
     "Apid",
     "Event",
+    "GroundCounters",
     "GroundEndpoint",
     "KeysChanged",
     "LinkConfig",
-    "LinkCounters",
     "MessageReceived",
+    "SpacecraftCounters",
     "SpacecraftEndpoint",
 ]

@@ -155,13 +155,13 @@ def _load(args: argparse.Namespace, stderr: TextIO) -> ModelHandle:
 
 
 def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
-    from onboard.generation import FinishReason, GenerationRequestError, generate
-    from onboard.service import params_from_wire
+    from linkstack.inference.protocol import FinishReason
+    from onboard.generation import GenerationRequestError, generate
 
     # Checked as the link carries them: the reference run uses what a PromptRequest would.
     wire = wire_params(args)
     handle = _load(args, stderr)
-    params = params_from_wire(dataclasses.replace(wire, stop_ids=handle.stop_ids))
+    params = dataclasses.replace(wire, stop_ids=handle.stop_ids)
     tokenizer = handle.tokenizer
     prompt_ids = tokenizer.encode_prompt(args.prompt, chat=not args.no_chat)
     try:
@@ -193,14 +193,14 @@ def _generate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: Li
             "prompt_ids": list(result.prompt_ids),
             "generated_ids": list(result.generated_ids),
             "text": tokenizer.decode(result.generated_ids, skip_special=True),
-            "finish_reason": str(result.finish_reason),
+            "finish_reason": result.finish_reason.label,
             "error": error,
         }
         stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         timing = result.timing
         stderr.write(
-            f"{PROG}: {result.finish_reason}, {timing.tokens} ids, "
+            f"{PROG}: {result.finish_reason.label}, {timing.tokens} ids, "
             f"first id {timing.first_token_s * 1e3:.0f} ms, "
             f"{timing.decode_tokens_per_s:.1f} ids/s ({handle.description})\n"
         )
@@ -245,10 +245,8 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
     import asyncio
 
     from linkstack.aio import LinkAddress, open_link
-    from linkstack.capture import session_metadata
     from linkstack.capture.recording import RecordingLink
-    from linkstack.console.recording import open_recorder
-    from linkstack.endpoints import LinkConfig
+    from linkstack.console.recording import session_recorder
     from onboard.service import OnboardService
 
     deliver: list[Any] = []  # the service's receiver, once there is a service
@@ -277,24 +275,17 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
             downlink_rate_bps=args.downlink_rate,
             security=None if keys is None else keys.security,
         )
-        metadata = session_metadata(
-            LinkConfig(),
+        loop = asyncio.get_running_loop()
+        with session_recorder(
+            args.capture,
             side="spacecraft",
             program="onboard serve",
+            clock=loop.time,
+            force=args.force,
+            protection=None if keys is None else keys.metadata(),
+            split_cltus=args.link.startswith("tcp:"),
             link_url=args.link,
             model=args.model,
-        )
-        if keys is not None:  # a protected session: ciphertext only, SPIs but never keys
-            metadata["security"] = keys.metadata()
-        loop = asyncio.get_running_loop()
-        with open_recorder(
-            args.capture,
-            metadata,
-            side="spacecraft",
-            clock=loop.time,
-            record_packets=keys is None,
-            split_cltus=args.link.startswith("tcp:"),
-            force=args.force,
         ) as recorder:
             if recorder is None:
                 deliver.append(service.on_receive)

@@ -3,13 +3,16 @@
 A manual KV-cache loop over the model's forward pass (the same computation as
 ``model.generate``, which the tests check), so that every step is in our hands:
 
+* the parameters are the wire's :class:`~linkstack.inference.protocol.GenerationParams`
+  as a PromptRequest carries them: the stop ids are exactly those it names (none
+  means none), ``top_k`` must be 0 (:func:`check_params`);
 * greedy when ``temperature == 0``; otherwise temperature + top-p sampling on
   the CPU in float32 from a private ``torch.Generator`` seeded with
   ``params.seed``: the same prompt ids and params give the same ids in every run
   and every process, and no global RNG (hence no lock) is involved;
 * ``cancel`` (a ``threading.Event``) is checked before every forward pass;
 * a failure inside the model (CUDA out of memory, ``RuntimeError``...) ends the
-  run with ``finish_reason == "error"`` and a :class:`GenerationFailure`, with
+  run with ``FinishReason.ERROR`` and a :class:`GenerationFailure`, with
   the ids produced so far; it never propagates.
 
 Threading: run :func:`generate` in a worker thread.  ``on_token`` is called in
@@ -26,78 +29,34 @@ threads at once (each run has its own cache and generator).
 from __future__ import annotations
 
 import logging
-import math
 import operator
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from linkstack.errors import InvalidState, LinkError
+from linkstack.inference.protocol import FinishReason, GenerationParams
 
 if TYPE_CHECKING:
+    import threading
+
     import torch
 
     from onboard.model import ModelHandle
 
 logger = logging.getLogger(__name__)
 
-#: Largest seed a ``torch.Generator`` takes.
-MAX_SEED: Final = 2**64 - 1
-
 
 class GenerationRequestError(LinkError):
     """The request itself is impossible (bad params, empty or out-of-range prompt)."""
 
 
-class FinishReason(StrEnum):
-    """Why a generation ended."""
-
-    STOP = "stop"  # a stop id was generated (it is the last generated id)
-    MAX_TOKENS = "max_tokens"  # max_new_tokens ids were generated
-    CANCELLED = "cancelled"  # the cancel event was set
-    ERROR = "error"  # the model failed; see GenerationResult.error
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GenerationParams:
-    """What to generate; validated on construction."""
-
-    max_new_tokens: int = 64
-    #: 0 means greedy.
-    temperature: float = 0.0
-    #: Nucleus mass kept when sampling, in (0, 1]; 1 keeps every token.
-    top_p: float = 1.0
-    #: Seed of the sampling generator, 0 <= seed <= 2**64 - 1.
-    seed: int = 0
-    #: Ids that end the run; ``None`` means the model handle's default stop ids.
-    stop_ids: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise GenerationRequestError(
-                f"max_new_tokens must be an int, got {self.max_new_tokens!r}"
-            )
-        if self.max_new_tokens < 1:
-            raise GenerationRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise GenerationRequestError(
-                f"temperature must be a finite number >= 0, got {self.temperature}"
-            )
-        if not (0 < self.top_p <= 1):
-            raise GenerationRequestError(f"top_p must be in (0, 1], got {self.top_p}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise GenerationRequestError(f"seed must be an int, got {self.seed!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise GenerationRequestError(f"seed must be in [0, 2**64 - 1], got {self.seed}")
-        if self.stop_ids is not None:
-            stop = tuple(self.stop_ids)
-            bad = [i for i in stop if isinstance(i, bool) or not isinstance(i, int) or i < 0]
-            if bad:
-                raise GenerationRequestError(f"stop_ids must be ints >= 0, got {bad}")
-            object.__setattr__(self, "stop_ids", stop)
+def check_params(params: GenerationParams) -> None:
+    """Raise GenerationRequestError for what the wire can carry but this generator
+    lacks: ``top_k`` other than 0.  Everything else the wire type has checked."""
+    if params.top_k != 0:
+        raise GenerationRequestError(f"top_k {params.top_k} is not supported onboard (use 0)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +106,7 @@ class GenerationResult:
     @property
     def stop_id(self) -> int | None:
         """The stop id that ended the run, if one did."""
-        if self.finish_reason is FinishReason.STOP:
+        if self.finish_reason is FinishReason.STOP_ID:
             return self.generated_ids[-1]
         return None
 
@@ -155,6 +114,7 @@ class GenerationResult:
 def _check_request(
     handle: ModelHandle, prompt_ids: Sequence[int], params: GenerationParams
 ) -> tuple[int, ...]:
+    check_params(params)
     try:
         prompt = tuple(operator.index(i) for i in prompt_ids)
     except TypeError as exc:
@@ -221,7 +181,7 @@ def _run(
     from transformers import DynamicCache
 
     model = handle.model
-    stop = frozenset(handle.stop_ids if params.stop_ids is None else params.stop_ids)
+    stop = frozenset(params.stop_ids)
     rng = torch.Generator(device="cpu")
     rng.manual_seed(params.seed)
     generated: list[int] = []
@@ -257,7 +217,7 @@ def _run(
         next_input = [[token_id]]
         yield token_id
         if token_id in stop:
-            reason = FinishReason.STOP
+            reason = FinishReason.STOP_ID
             break
     ended = time.perf_counter()
     first = first_at if first_at is not None else ended
@@ -284,7 +244,7 @@ def generate(
     """Run to the end, calling ``on_token(id)`` for each id as it is generated.
 
     Raises :class:`GenerationRequestError` for an impossible request; model
-    failures come back as a result with ``finish_reason == "error"``.
+    failures come back as a result with ``FinishReason.ERROR``.
     """
     steps = _run(handle, _check_request(handle, prompt_ids, params), params, cancel)
     while True:
@@ -338,3 +298,17 @@ def generate_stream(
     """Ids as they are generated; the request is checked now, not at the first id."""
     prompt = _check_request(handle, prompt_ids, params)
     return TokenStream(_run(handle, prompt, params, cancel))
+
+
+__all__ = [
+    "FinishReason",
+    "GenerationFailure",
+    "GenerationParams",
+    "GenerationRequestError",
+    "GenerationResult",
+    "GenerationTiming",
+    "TokenStream",
+    "check_params",
+    "generate",
+    "generate_stream",
+]

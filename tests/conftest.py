@@ -59,3 +59,39 @@ def embedded_checkpoint(
     from onboard.model import save_checkpoint
 
     return save_checkpoint(embedded_model, tmp_path_factory.mktemp("checkpoint") / "qwen3-tiny")
+
+
+#: Test modules outside the fast subset (``pytest -m "not slow"``): they start processes
+#: (servers, killed recorders, concurrent writers), load the model many times, run the
+#: fault matrix or replay whole sessions.  CI runs everything.
+SLOW_MODULES = frozenset(
+    {
+        "test_user_failures.py",
+        "test_cli_demo.py",
+        "test_replay.py",
+        "test_sdls_programs.py",
+        "test_onboard_serve.py",
+        "test_onboard_cli.py",
+        "test_onboard_model.py",
+        "test_captures_golden.py",
+        "test_fault_matrix.py",
+        "test_fault_matrix_secure.py",
+        "test_counter_concurrency.py",
+        "test_capture_recorder.py",
+        "test_request_ids.py",
+        "test_mission.py",
+        "test_gnuradio_interop.py",
+    }
+)
+
+
+#: Fixtures that make a test slow wherever it is: the model, and galois' field tables
+#: (the independent Reed-Solomon oracle takes seconds to build).
+SLOW_FIXTURES = frozenset({"embedded_model", "embedded_checkpoint", "field"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.path.name in SLOW_MODULES or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)

@@ -12,7 +12,7 @@ from linkstack.tc.clcw import Clcw, CopInEffect
 
 def bit_model(bits: dict[str, int]) -> int:
     """Independent model: place each field at the book's bit numbers (bit 0 = MSB)."""
-    layout = [  # (name, first bit, width) from 232.0-B-4 figure 4-8 / CCSDS_NOTES
+    layout = [  # (name, first bit, width) from 232.0-B-4 figure 4-8 / dariol83 ccsds Clcw.java
         ("type", 0, 1),
         ("version", 1, 2),
         ("status", 3, 3),
@@ -82,8 +82,8 @@ def test_matches_bit_model(c: Clcw) -> None:
 
 
 def test_yamcs_shifts() -> None:
-    # Yamcs parseCLCW (CCSDS_NOTES): VCID = w >> 18 & 0x3F, lockout = w >> 13, wait = w >> 12,
-    # retransmit = w >> 11, N(R) = w & 0xFF.
+    # Yamcs Cop1TcPacketHandler.parseCLCW (yamcs-core org/yamcs/tctm/ccsds): VCID = w >> 18
+    # & 0x3F, lockout = w >> 13, wait = w >> 12, retransmit = w >> 11, N(R) = w & 0xFF.
     w = Clcw(vcid=0x2A, report_value=0xC3, lockout=True, retransmit=True).to_int()
     assert (w >> 18) & 0x3F == 0x2A
     assert (w >> 13) & 1 == 1

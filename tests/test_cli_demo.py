@@ -25,12 +25,12 @@ def run_demo(*argv: str) -> tuple[int, bytes, str]:
 
 def reference(handle: ModelHandle, record: dict[str, Any]) -> tuple[int, ...]:
     """What ``onboard generate`` makes for the same prompt ids and parameters."""
-    from linkstack.inference.protocol import GenerationParams as WireParams
+    from linkstack.inference.protocol import GenerationParams
     from onboard.generation import generate
     from onboard.service import params_from_wire
 
     p = record["params"]
-    wire = WireParams.from_floats(
+    wire = GenerationParams.from_floats(
         max_new_tokens=p["max_new_tokens"],
         temperature=p["temperature"],
         top_p=p["top_p"],

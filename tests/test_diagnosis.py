@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from groundstation.diagnosis import MIN_FRAMES, SETTLE_S, SILENCE_S, LinkDiagnosis
-from linkstack.endpoints import LinkCounters
+from linkstack.endpoints import GroundCounters
 
 URL = "udp://127.0.0.1:5005"
 
 
-def seen(frames: int = 0, messages: int = 0) -> LinkCounters:
-    return LinkCounters(frames_received=frames, messages_received=messages)
+def seen(frames: int = 0, messages: int = 0) -> GroundCounters:
+    return GroundCounters(frames_received=frames, messages_received=messages)
 
 
 def test_a_healthy_link_is_never_blamed() -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.inference.protocol import GenerationParams
 from linkstack.radio.channel import ChannelConfig, Outage, link_profile
 from linkstack.sim.mission import MissionConfig, MissionResult, simulate
 from onboard.generation import FinishReason, GenerationResult, GenerationTiming
@@ -117,7 +117,7 @@ def matrix_rows() -> list[Row]:
 
 
 ROWS = {row.name: row for row in matrix_rows()}
-PARAMS = WireParams.from_floats(max_new_tokens=TOKENS, seed=1)
+PARAMS = GenerationParams.from_floats(max_new_tokens=TOKENS, seed=1)
 
 
 def run_row(row: Row, generate: Generate = fake_generate) -> MissionResult:

@@ -25,7 +25,7 @@ def bitwise_crc16(data: bytes) -> int:
 
 # Published CRC-16/CCITT-FALSE (= CRC-16/IBM-3740) values:
 # - "123456789" -> 0x29B1: the check value in Greg Cook's CRC RevEng catalogue
-#   (reveng.sourceforge.io/crc-catalogue, CRC-16/IBM-3740) and CCSDS_NOTES.
+#   (reveng.sourceforge.io/crc-catalogue, CRC-16/IBM-3740).
 # - "" -> 0xFFFF, "A" -> 0xB915, 256 x "A" -> 0xEA0B: Joe Geluso's "CRC-CCITT" table
 #   (column "0xFFFF" initial value), confirmed here by fastcrc's crc16.ibm_3740.
 PUBLISHED = [

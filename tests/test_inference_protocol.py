@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from linkstack.inference.protocol import (
     QWEN3_VOCAB_SIZE,
     Apid,
     Cancel,
+    DuplicateDetail,
     EndAck,
     EndOfStream,
     ErrorReason,
@@ -38,8 +41,11 @@ from linkstack.inference.protocol import (
     TokenRange,
     decode_message,
     encode_message,
+    format_duplicate_detail,
     pack_token_ids,
     packed_length,
+    parse_duplicate_detail,
+    request_digest,
     token_chunk_capacity,
     token_chunk_octets,
     unpack_token_ids,
@@ -354,6 +360,31 @@ def test_from_floats_refuses_inexact_values(value: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens 0 outside 1..16384"),
+        ({"temperature": -0.1}, "temperature_milli -100 outside 0..65535"),
+        ({"temperature": float("nan")}, "temperature nan is not finite"),
+        ({"top_p": 0.0}, "top_p_milli 0 outside 1..1000"),
+        ({"top_p": 1.5}, "top_p_milli 1500 outside 1..1000"),
+        ({"seed": -1}, "seed -1 outside"),
+        ({"seed": 2**64}, "seed 18446744073709551616 outside"),
+        ({"stop_ids": (1, -2)}, "stop id -2 at index 1 outside"),
+    ],
+)
+def test_from_floats_refuses_what_the_generator_cannot_run(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    # The onboard generator runs on these params: they are its only check of the values.
+    with pytest.raises(LocalProtocolError, match=message):
+        GenerationParams.from_floats(**{"max_new_tokens": 1, **kwargs})
+
+
+def test_from_floats_freezes_stop_ids_as_a_tuple() -> None:
+    assert GenerationParams.from_floats(max_new_tokens=1, stop_ids=[5, 6]).stop_ids == (5, 6)
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"max_new_tokens": 0},
@@ -411,6 +442,56 @@ def test_build_limits() -> None:
             generation_time_ms=0,
             tokens_per_s_milli=0,
         )
+
+
+# ---------------------------------------------------------------------------
+# Finish reasons (§7) and ErrorReport detail texts (§8.1)
+# ---------------------------------------------------------------------------
+
+
+def test_finish_reasons_keep_their_wire_values_and_user_names() -> None:
+    # The names appear in --json records and program output (docs/json.md).
+    assert {(r.value, r.label) for r in FinishReason} == {
+        (0, "stop"),
+        (1, "max_tokens"),
+        (2, "cancelled"),
+        (3, "error"),
+    }
+
+
+def test_duplicate_detail_round_trips() -> None:
+    request = PromptRequest(
+        request_id=7, params=GenerationParams(max_new_tokens=1), prompt_ids=(1, 2)
+    )
+    digest = hashlib.sha256(request.to_bytes()).digest()[:8].hex()
+    assert request_digest(request) == digest
+    for state in ("queued", "running", "streaming", "held for resend"):
+        text = format_duplicate_detail(65535, state, request)
+        assert text == f"id 65535 {state}; refused sha256:{digest}"
+        assert len(text) <= MAX_DETAIL_OCTETS
+        assert parse_duplicate_detail(text) == DuplicateDetail(65535, state, digest)
+
+
+def test_duplicate_detail_parses_the_documented_example() -> None:
+    # docs/protocol.md §8.1.
+    assert parse_duplicate_detail("id 7 running; refused sha256:0f3a9c1d22e4b870") == (
+        DuplicateDetail(7, "running", "0f3a9c1d22e4b870")
+    )
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        "",
+        "id 7 running",
+        "id x running; refused sha256:0f3a9c1d22e4b870",
+        "id 7 running; refused sha256:0F3A9C1D22E4B870",
+        "id 7 running; refused sha256:0f3a9c1d22e4b8",
+        "id 7 running; refused sha256:0f3a9c1d22e4b870 ",
+    ],
+)
+def test_other_details_are_not_duplicate_details(detail: str) -> None:
+    assert parse_duplicate_detail(detail) is None
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.inference.protocol import GenerationParams
 from linkstack.radio.channel import link_profile
 
 if TYPE_CHECKING:
@@ -32,7 +32,9 @@ def model_generate(embedded_model: ModelHandle) -> Generate:
     return run  # type: ignore[return-value]
 
 
-def reference_ids(handle: ModelHandle, prompt_ids: tuple[int, ...], wire: WireParams) -> tuple:
+def reference_ids(
+    handle: ModelHandle, prompt_ids: tuple[int, ...], wire: GenerationParams
+) -> tuple:
     from onboard.generation import generate
     from onboard.service import params_from_wire
 
@@ -61,7 +63,7 @@ def test_received_ids_equal_reference(
 
     tokenizer = embedded_model.tokenizer
     prompt_ids = tuple(tokenizer.encode_prompt(PROMPT))
-    wire = WireParams.from_floats(max_new_tokens=40, seed=3, stop_ids=embedded_model.stop_ids)
+    wire = GenerationParams.from_floats(max_new_tokens=40, seed=3, stop_ids=embedded_model.stop_ids)
     result = simulate(prompt_ids, wire, model_generate, mission_config(profile, ber=ber))
 
     assert result.error is None
@@ -86,7 +88,7 @@ def test_sampling_with_a_seed_survives_the_link(
     from linkstack.sim.mission import simulate
 
     prompt_ids = tuple(embedded_model.tokenizer.encode_prompt(PROMPT))
-    wire = WireParams.from_floats(
+    wire = GenerationParams.from_floats(
         max_new_tokens=30, temperature=0.8, top_p=0.9, seed=11, stop_ids=embedded_model.stop_ids
     )
     result = simulate(prompt_ids, wire, model_generate, mission_config("s-band"))
@@ -97,7 +99,7 @@ def test_sampling_with_a_seed_survives_the_link(
 def test_simulation_is_deterministic(model_generate: Generate) -> None:
     from linkstack.sim.mission import simulate
 
-    wire = WireParams.from_floats(max_new_tokens=20, seed=5)
+    wire = GenerationParams.from_floats(max_new_tokens=20, seed=5)
     config = mission_config("s-band", ber=1e-4)
     first = simulate((1, 2, 3, 4), wire, model_generate, config)
     second = simulate((1, 2, 3, 4), wire, model_generate, config)
@@ -113,7 +115,10 @@ def test_a_request_the_spacecraft_refuses_ends_with_its_error(model_generate: Ge
         uplink=link.uplink, downlink=link.downlink, core=CoreConfig(max_prompt_ids=4)
     )
     result = simulate(
-        tuple(range(100, 110)), WireParams.from_floats(max_new_tokens=5), model_generate, config
+        tuple(range(100, 110)),
+        GenerationParams.from_floats(max_new_tokens=5),
+        model_generate,
+        config,
     )
     assert result.error is not None
     assert result.error.startswith("PROMPT_TOO_LONG")
@@ -130,7 +135,9 @@ def test_time_limit_reports_a_timeout_when_the_downlink_is_dead(model_generate: 
         downlink=dataclasses.replace(link.downlink, loss_probability=1.0),
         time_limit_s=5.0,
     )
-    result = simulate((1, 2, 3), WireParams.from_floats(max_new_tokens=5), model_generate, config)
+    result = simulate(
+        (1, 2, 3), GenerationParams.from_floats(max_new_tokens=5), model_generate, config
+    )
     assert result.error is not None and result.error.startswith("timeout")
     assert result.received_ids == ()
     # No CLCW ever comes down: FOP-1 keeps repeating its Set V(R) on T1 and never

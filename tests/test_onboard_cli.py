@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from linkstack.inference.protocol import GenerationParams
 from linkstack.inference.tokenizer import Tokenizer
 from onboard.cli import main
-from onboard.generation import GenerationParams, generate
+from onboard.generation import generate
 from onboard.model import ModelHandle
 
 
@@ -28,11 +29,12 @@ def test_generate_json_is_the_reference_run(
 ) -> None:
     record = run_json(["generate", "hi", "--json", "--max-new-tokens", "10"], capsys)
     prompt = qwen3_tokenizer.encode_prompt("hi")
-    expected = generate(embedded_model, prompt, GenerationParams(max_new_tokens=10))
+    params = GenerationParams(max_new_tokens=10, stop_ids=embedded_model.stop_ids)
+    expected = generate(embedded_model, prompt, params)
     assert record["prompt_ids"] == prompt
     assert record["generated_ids"] == list(expected.generated_ids)
     assert record["text"] == qwen3_tokenizer.decode(expected.generated_ids, skip_special=True)
-    assert record["finish_reason"] == str(expected.finish_reason)
+    assert record["finish_reason"] == expected.finish_reason.label
     assert record["error"] is None
     assert record["model"] == "embedded"
     assert record["params"]["stop_ids"] == [151645, 151643]
@@ -46,7 +48,9 @@ def test_generate_sampling_options_reach_the_generator(
     argv += ["--temperature", "0.8", "--top-p", "0.95", "--seed", "42"]
     record = run_json(argv, capsys)
     prompt = qwen3_tokenizer.encode("Tell me")
-    params = GenerationParams(max_new_tokens=6, temperature=0.8, top_p=0.95, seed=42)
+    params = GenerationParams.from_floats(
+        max_new_tokens=6, temperature=0.8, top_p=0.95, seed=42, stop_ids=embedded_model.stop_ids
+    )
     assert record["prompt_ids"] == prompt
     assert record["generated_ids"] == list(generate(embedded_model, prompt, params).generated_ids)
 
@@ -57,9 +61,8 @@ def test_generate_streams_text_without_json(
 ) -> None:
     assert main(["generate", "hi", "--max-new-tokens", "8"]) == 0
     captured = capsys.readouterr()
-    ids = generate(
-        embedded_model, qwen3_tokenizer.encode_prompt("hi"), GenerationParams(max_new_tokens=8)
-    ).generated_ids
+    params = GenerationParams(max_new_tokens=8, stop_ids=embedded_model.stop_ids)
+    ids = generate(embedded_model, qwen3_tokenizer.encode_prompt("hi"), params).generated_ids
     assert captured.out == qwen3_tokenizer.decode(ids, skip_special=True) + "\n"
     assert "8 ids" in captured.err
 
@@ -71,7 +74,8 @@ def test_generate_from_a_checkpoint_directory(
     record = run_json([*argv, "--model", str(embedded_checkpoint)], capsys)
     prompt = embedded_model.tokenizer.encode_prompt("hi")
     assert record["prompt_ids"] == prompt
-    expected = generate(embedded_model, prompt, GenerationParams(max_new_tokens=10))
+    params = GenerationParams(max_new_tokens=10, stop_ids=embedded_model.stop_ids)
+    expected = generate(embedded_model, prompt, params)
     assert record["generated_ids"] == list(expected.generated_ids)
     assert record["model"] == str(embedded_checkpoint)
 

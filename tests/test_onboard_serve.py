@@ -29,8 +29,13 @@ import pytest
 
 from linkstack.aio import TcpLink, open_link
 from linkstack.endpoints import LinkConfig
-from linkstack.inference.protocol import Apid, ErrorReason, ErrorReport, PromptRequest
-from linkstack.inference.protocol import GenerationParams as WireParams
+from linkstack.inference.protocol import (
+    Apid,
+    ErrorReason,
+    ErrorReport,
+    GenerationParams,
+    PromptRequest,
+)
 from linkstack.inference.tokenizer import Tokenizer
 from onboard.cli import main
 from tests.test_onboard_service import Station, of_type
@@ -135,11 +140,13 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
     station = Station(LinkConfig())
     station.link = await open_link(url, role="ground", on_receive=station.receive)
     if isinstance(station.link, TcpLink):
-        # The ground's TcpLink drops sends until its reader task has run (see the report).
+        # TcpLink.send discards what it gets while it has no connection (octets_unsent), so
+        # a lost request would show only as a timeout.  open_link makes the ground's TCP
+        # writable before it returns: this wait returns at once and guards against a regression.
         await asyncio.wait_for(station.link.connected.wait(), 10)
     try:
         p = reference_run["params"]
-        wire = WireParams.from_floats(
+        wire = GenerationParams.from_floats(
             max_new_tokens=p["max_new_tokens"],
             temperature=p["temperature"],
             top_p=p["top_p"],

@@ -8,11 +8,13 @@ check that the ids the ground receives are those ``generate`` gives.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -30,6 +32,7 @@ from linkstack.inference.protocol import (
     ErrorReason,
     ErrorReport,
     FinishReason,
+    GenerationParams,
     Housekeeping,
     Message,
     PromptRequest,
@@ -39,29 +42,31 @@ from linkstack.inference.protocol import (
     decode_message,
     encode_message,
 )
-from linkstack.inference.protocol import GenerationParams as WireParams
 from linkstack.packets.space_packet import PacketSequencer, PacketType
 from linkstack.radio.channel import link_profile
-from linkstack.tc.frame import BypassFlag, packet_processing
-from onboard.generation import (
-    FinishReason as RunFinish,
+from linkstack.tc.frame import (
+    BypassFlag,
+)
+from linkstack.tc.segments import (
+    packet_processing,
+)
+from onboard import core as core_module
+from onboard import service as service_module
+from onboard.core import (
+    MIN_FILL_OCTETS,
+    CoreConfig,
+    Job,
+    OnboardCore,
+    params_from_wire,
 )
 from onboard.generation import (
     GenerationFailure,
-    GenerationParams,
     GenerationRequestError,
     GenerationResult,
     GenerationTiming,
     generate,
 )
-from onboard.service import (
-    MIN_FILL_OCTETS,
-    CoreConfig,
-    Job,
-    OnboardCore,
-    OnboardService,
-    params_from_wire,
-)
+from onboard.service import OnboardService
 
 if TYPE_CHECKING:
     from onboard.model import ModelHandle
@@ -75,12 +80,14 @@ FRAME_1115_CAPACITY = LinkConfig().tm.data_field_length
 
 def request(rid: int, prompt: Sequence[int] = (1, 2, 3), **params: Any) -> PromptRequest:
     params.setdefault("max_new_tokens", 8)
-    return PromptRequest(request_id=rid, params=WireParams(**params), prompt_ids=tuple(prompt))
+    return PromptRequest(
+        request_id=rid, params=GenerationParams(**params), prompt_ids=tuple(prompt)
+    )
 
 
 def result(
     ids: Sequence[int],
-    reason: RunFinish = RunFinish.MAX_TOKENS,
+    reason: FinishReason = FinishReason.MAX_TOKENS,
     error: GenerationFailure | None = None,
 ) -> GenerationResult:
     return GenerationResult(
@@ -136,7 +143,7 @@ def run_job(core: OnboardCore, ids: Sequence[int], now: float = 0.0) -> Job:
 
 def test_a_request_becomes_a_job_with_exactly_converted_params() -> None:
     core = new_core()
-    wire = WireParams(
+    wire = GenerationParams(
         max_new_tokens=5, temperature_milli=700, top_p_milli=950, seed=2**64 - 1, stop_ids=(7, 9)
     )
     core.receive_message(PromptRequest(request_id=42, params=wire, prompt_ids=(5, 6)), 0.0)
@@ -145,7 +152,7 @@ def test_a_request_becomes_a_job_with_exactly_converted_params() -> None:
     assert job == Job(
         request_id=42,
         prompt_ids=(5, 6),
-        params=GenerationParams(
+        params=GenerationParams.from_floats(
             max_new_tokens=5, temperature=0.7, top_p=0.95, seed=2**64 - 1, stop_ids=(7, 9)
         ),
     )
@@ -156,13 +163,25 @@ def test_a_request_becomes_a_job_with_exactly_converted_params() -> None:
 
 def test_params_from_wire_is_exact_and_refuses_top_k() -> None:
     for milli in (0, 1, 7, 100, 333, 700, 999, 1000, 1234, 65535):
-        wire = WireParams(max_new_tokens=1, temperature_milli=milli)
+        wire = GenerationParams(max_new_tokens=1, temperature_milli=milli)
         assert params_from_wire(wire).temperature == milli / 1000
-        assert params_from_wire(WireParams.from_floats(max_new_tokens=1, temperature=milli / 1000))
-    assert params_from_wire(WireParams.from_floats(max_new_tokens=3, top_p=0.9)).top_p == 0.9
-    assert params_from_wire(WireParams(max_new_tokens=3)).stop_ids == ()
+        assert params_from_wire(
+            GenerationParams.from_floats(max_new_tokens=1, temperature=milli / 1000)
+        )
+    assert params_from_wire(GenerationParams.from_floats(max_new_tokens=3, top_p=0.9)).top_p == 0.9
+    assert params_from_wire(GenerationParams(max_new_tokens=3)).stop_ids == ()
     with pytest.raises(GenerationRequestError, match="top_k 40 is not supported"):
-        params_from_wire(WireParams(max_new_tokens=3, top_k=40))
+        params_from_wire(GenerationParams(max_new_tokens=3, top_k=40))
+
+
+def test_the_core_is_sans_io_and_the_service_re_exports_it() -> None:
+    tree = ast.parse(Path(core_module.__file__ or "").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    roots = {name.split(".")[0] for name in imported}
+    assert roots.isdisjoint({"asyncio", "concurrent", "socket", "threading", "time"}), roots
+    for name in core_module.__all__:
+        assert getattr(service_module, name) is getattr(core_module, name)
 
 
 # -- the core: chunking ------------------------------------------------------------------------
@@ -224,7 +243,7 @@ def test_end_of_stream_carries_the_onboard_timing() -> None:
     core.token_generated(9, 2, 11.0)
     core.token_generated(9, 3, 11.5)
     core.token_generated(9, 4, 12.0)
-    core.generation_finished(9, result([1, 2, 3, 4], RunFinish.STOP), 12.1)
+    core.generation_finished(9, result([1, 2, 3, 4], FinishReason.STOP_ID), 12.1)
     (end,) = of_type(drain(core, 1000, 13.0), EndOfStream)
     assert end == EndOfStream(
         request_id=9,
@@ -262,7 +281,7 @@ def test_cancel_of_the_running_request_sets_the_flag_and_ends_cancelled() -> Non
     assert not core.cancel_requested(1)
     core.receive_message(Cancel(1), 0.2)
     assert core.cancel_requested(1)
-    core.generation_finished(1, result([4, 5, 6], RunFinish.CANCELLED), 0.3)
+    core.generation_finished(1, result([4, 5, 6], FinishReason.CANCELLED), 0.3)
     messages = drain(core, 1000, 0.3)
     assert [t for c in of_type(messages, TokenChunk) for t in c.ids] == [4, 5, 6]
     (end,) = of_type(messages, EndOfStream)
@@ -724,7 +743,7 @@ def test_a_failed_run_sends_its_ids_a_report_and_an_error_end(
     core.next_job(0.0)
     core.token_generated(1, 11, 0.0)
     failure = GenerationFailure(kind=kind, message="OutOfMemoryError: CUDA out of\nmemory")
-    core.generation_finished(1, result([11], RunFinish.ERROR, failure), 0.1)
+    core.generation_finished(1, result([11], FinishReason.ERROR, failure), 0.1)
     messages = drain(core, 1000, 0.1)
     (report,) = of_type(messages, ErrorReport)
     assert (report.request_id, report.reason) == (1, reason)
@@ -819,22 +838,22 @@ class FakeGenerator:
         if self.fail is not None:
             raise self.fail
         out: list[int] = []
-        reason = RunFinish.MAX_TOKENS
+        reason = FinishReason.MAX_TOKENS
         stop = set(job.params.stop_ids or ())
         for token in fake_ids(job)[: job.params.max_new_tokens]:
             if self.hold is not None and len(out) == self.hold:
                 while not (cancel.is_set() or self.release.is_set()):
                     cancel.wait(0.01)
             if cancel.is_set():
-                reason = RunFinish.CANCELLED
+                reason = FinishReason.CANCELLED
                 break
             out.append(token)
             on_token(token)
             if token in stop:
-                reason = RunFinish.STOP
+                reason = FinishReason.STOP_ID
                 break
         if self.failure is not None:
-            reason = RunFinish.ERROR
+            reason = FinishReason.ERROR
         return GenerationResult(
             prompt_ids=job.prompt_ids,
             generated_ids=tuple(out),
@@ -942,7 +961,7 @@ async def test_service_streams_each_request_in_order(
         rid: Job(
             request_id=rid,
             prompt_ids=(rid, 2),
-            params=params_from_wire(WireParams(max_new_tokens=n, seed=rid)),
+            params=GenerationParams(max_new_tokens=n, seed=rid),
         )
         for rid, n in ((1, 5), (2, 64), (3, 1))
     }
@@ -973,7 +992,11 @@ async def test_service_answers_a_malformed_packet_and_serves_the_next(
     station.send(
         request(
             8,
-            stop_ids=(fake_ids(Job(request_id=8, prompt_ids=(1,), params=GenerationParams()))[2],),
+            stop_ids=(
+                fake_ids(
+                    Job(request_id=8, prompt_ids=(1,), params=GenerationParams(max_new_tokens=8))
+                )[2],
+            ),
         )
     )
     ids, end = await station.stream(8)
@@ -1060,17 +1083,17 @@ async def test_service_misuse() -> None:
 @pytest.mark.parametrize(
     "wire",
     [
-        WireParams(max_new_tokens=12),
-        WireParams(max_new_tokens=12, temperature_milli=800, top_p_milli=950, seed=42),
+        GenerationParams(max_new_tokens=12),
+        GenerationParams(max_new_tokens=12, temperature_milli=800, top_p_milli=950, seed=42),
     ],
     ids=["greedy", "sampled"],
 )
 async def test_service_with_the_embedded_model_sends_what_generate_gives(
-    embedded_model: ModelHandle, wire: WireParams
+    embedded_model: ModelHandle, wire: GenerationParams
 ) -> None:
     prompt = tuple(embedded_model.tokenizer.encode_prompt("Hello from orbit"))
     wire = replace(wire, stop_ids=embedded_model.stop_ids)
-    expected = generate(embedded_model, prompt, params_from_wire(wire))
+    expected = generate(embedded_model, prompt, wire)
     service = OnboardService.for_model(embedded_model)
     station, link, task = await start(service)
     try:

@@ -87,7 +87,8 @@ def test_conventional_codewords_match_galois(
 
 @pytest.mark.parametrize(("e", "fcr"), [(16, 112), (8, 120)])
 def test_conventional_codewords_match_reedsolo(e: int, fcr: int) -> None:
-    # reedsolo: generator is a field element (0xAD = alpha^11), LIBRARY_NOTES
+    # reedsolo's generator is a field element, not an exponent: its rs_generator_poly takes
+    # roots gf_pow(generator, fcr + i), so alpha^11 = 0xAD over 0x187 (libfec prim=11).
     codec = reedsolo.RSCodec(2 * e, 255, fcr=fcr, prim=0x187, generator=0xAD, c_exp=8)
     rng = np.random.default_rng(100 + e)
     messages = rng.integers(0, 256, (3, 255 - 2 * e), dtype=np.uint8)

@@ -21,21 +21,23 @@ from linkstack.errors import (
 from linkstack.tc.frame import (
     BypassFlag,
     ControlCommandFlag,
-    FrameDataUnit,
     FrameType,
     SegmentHeader,
     SequenceFlags,
     SetVR,
     TcFrame,
-    TcReassembler,
     TcVcConfig,
-    UnitReceived,
     Unlock,
-    block_packets,
     decode_control_command,
-    packet_processing,
     peek_frame_length,
     peek_vcid,
+)
+from linkstack.tc.segments import (
+    FrameDataUnit,
+    TcReassembler,
+    UnitReceived,
+    block_packets,
+    packet_processing,
     segment_sdu,
     split_packets,
 )
@@ -46,7 +48,7 @@ from linkstack.tc.frame import (
 def crc16_bitwise(data: bytes) -> int:
     """CRC-16-CCITT one bit at a time: poly 0x1021, preset 0xFFFF, no reflection, no xor.
 
-    Independent of crcmod; CCSDS 232.0-B-4 4.1.4.2 / CCSDS_NOTES quick check.
+    Independent of crcmod; CCSDS 232.0-B-4 4.1.4.2.
     """
     crc = 0xFFFF
     for octet in data:
@@ -59,7 +61,8 @@ def crc16_bitwise(data: bytes) -> int:
 
 
 def test_bitwise_crc_model_check_value() -> None:
-    # Check value of CRC-16/CCITT-FALSE, the code the FECF uses (CCSDS_NOTES.md).
+    # Check value of CRC-16/CCITT-FALSE, the code the FECF uses (CRC RevEng catalogue,
+    # reveng.sourceforge.io/crc-catalogue, CRC-16/IBM-3740).
     assert crc16_bitwise(b"123456789") == 0x29B1
 
 
@@ -171,8 +174,8 @@ def test_bd_frame_with_segment_header_known_answer() -> None:
     assert TcFrame.from_bytes(expected, config=vc) == frame
 
 
-# Provenance: CCSDS_NOTES.md 1.4 "BC frames": Unlock = 0x00, Set V(R) = 0x82 0x00 V(R)
-# (Yamcs Cop1TcPacketHandler: data = {0x82, 0, vR}; dariol83 TcTransferFrameBuilder:
+# Provenance: BC frames Unlock = 0x00, Set V(R) = 0x82 0x00 V(R) as two implementations
+# write them (Yamcs Cop1TcPacketHandler: data = {0x82, 0, vR}; dariol83 TcTransferFrameBuilder:
 # setUnlockControlCommand = {0x00}).  Yamcs TcFrameFactory.encodeFrame writes
 # w0 = SCID + (1 << 13) + (1 << 12), w1 = (VCID << 10) + (length - 1), octet 4 = N(S),
 # which stays 0 for BC frames.  SCID 0x123, VCID 2 below.

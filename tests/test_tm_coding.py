@@ -81,7 +81,8 @@ def test_asm_known_answer() -> None:
 
 
 def test_pseudo_random_sequence_known_answer() -> None:
-    # First octets as 130.1-G-1 8.2 prints the first 40 bits, and CCSDS_NOTES.md
+    # First 40 bits as 130.1-G-1 8.2 prints them; 8 octets as Yamcs generates its TM
+    # sequence (yamcs-core org/yamcs/tctm/ccsds/Randomizer.java, tmseq).
     assert pseudo_random_sequence(8) == bytes.fromhex("FF480EC09A0D70BC")
     assert pseudo_random_sequence(5) == int(
         "1111 1111 0100 1000 0000 1110 1100 0000 1001 1010".replace(" ", ""), 2

@@ -20,19 +20,21 @@ from linkstack.errors import (
 from linkstack.packets.fecf import append_fecf
 from linkstack.packets.space_packet import PacketSequencer, PacketType, SpacePacket, idle_packet
 from linkstack.tc.clcw import Clcw
-from linkstack.tm.frame import (
-    FHP_IDLE_ONLY,
-    FHP_NO_PACKET_START,
+from linkstack.tm.channels import (
     FramesLost,
     OcfReceived,
     OidFill,
     PacketReceived,
-    TmChannelConfig,
     TmDepacketizer,
     TmEvent,
-    TmFrame,
     TmMultiplexer,
     TmPacketizer,
+)
+from linkstack.tm.frame import (
+    FHP_IDLE_ONLY,
+    FHP_NO_PACKET_START,
+    TmChannelConfig,
+    TmFrame,
 )
 
 CLCW = Clcw(vcid=0, report_value=42).to_int()

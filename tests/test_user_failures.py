@@ -22,8 +22,6 @@ import pytest
 from linkstack.sdls.keystore import generate_key_file
 from tests.test_onboard_serve import ROOT, Server, free_port, onboard
 
-pytestmark = pytest.mark.slow
-
 #: Generous bounds for a run that must end long before them (no timing is asserted
 #: beyond "it did not wait for its timeout").
 ASK_TIMEOUT_S = 60

@@ -243,38 +243,24 @@ def _recorder(
     downlink: ChannelConfig,
     keys: tuple[RoleSecurity, RoleSecurity] | None = None,
 ) -> contextlib.AbstractContextManager[SessionRecorder | None]:
-    """``--capture``: the ground end's recorder on the running loop's clock.
-
-    A protected session (``keys``) records ciphertext only: no decoded Space Packets,
-    no prompt in the metadata, only which SPIs protected it.
-    """
-    from linkstack.capture import session_metadata
-    from linkstack.console.recording import open_recorder
-    from linkstack.endpoints import LinkConfig
+    """``--capture``: the ground end's recorder on the running loop's clock."""
+    from linkstack.console.recording import session_recorder
     from linkstack.radio.channel import LinkProfile
 
-    metadata = session_metadata(
-        LinkConfig(),
-        profile=LinkProfile(args.profile, uplink, downlink),
-        seed=args.seed,
+    return session_recorder(
+        args.capture,
         side="ground",
         program="linkstack demo",
+        clock=asyncio.get_running_loop().time,
+        force=args.force,
+        protection=None if keys is None else keys[0].metadata(),
+        prompt=args.prompt,
+        profile=LinkProfile(args.profile, uplink, downlink),
+        seed=args.seed,
         link_url=f"loopback:{args.profile}",
         model=args.model,
         chat=not args.no_chat,
         timeout_s=args.timeout,
-    )
-    if keys is None:
-        metadata["prompt"] = args.prompt
-    else:
-        metadata["security"] = keys[0].metadata()
-    return open_recorder(
-        args.capture,
-        metadata,
-        side="ground",
-        clock=asyncio.get_running_loop().time,
-        record_packets=keys is None,
-        force=args.force,
     )
 
 
@@ -392,12 +378,7 @@ def _record(
 ) -> dict[str, Any]:
     """The ground's record (groundstation.records) with what only the demo sees: the
     spacecraft's ids and counters, and the simulated channels."""
-    from groundstation.records import (
-        SPACECRAFT_COUNTERS,
-        answer_record,
-        end_counters,
-        recovery_record,
-    )
+    from groundstation.records import answer_record, recovery_record
 
     station, service, link = ends
     answer = outcome.answer
@@ -419,7 +400,7 @@ def _record(
     record["generated_ids"] = list(generated)
     record["match"] = answer.error is None and list(answer.received_ids) == list(generated)
     record["frames_sent"] = service.endpoint.counters.cadus_sent
-    record["spacecraft_counters"] = end_counters(service.endpoint.counters, SPACECRAFT_COUNTERS)
+    record["spacecraft_counters"] = dataclasses.asdict(service.endpoint.counters)
     record["channels"] = {
         "uplink": dataclasses.asdict(link.uplink.stats),
         "downlink": dataclasses.asdict(link.downlink.stats),

@@ -17,11 +17,18 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from linkstack.capture import CaptureWriter, TimeReference
+from linkstack.capture import CaptureWriter, TimeReference, session_metadata
 from linkstack.capture.recording import SessionRecorder, Side
 from linkstack.errors import LocalProtocolError
+from linkstack.radio.channel import LinkProfile
 
-__all__ = ["CaptureExists", "CapturePathError", "check_capture_path", "open_recorder"]
+__all__ = [
+    "CaptureExists",
+    "CapturePathError",
+    "check_capture_path",
+    "open_recorder",
+    "session_recorder",
+]
 
 
 class CapturePathError(LocalProtocolError):
@@ -140,3 +147,45 @@ def open_recorder(
             stream.close()
         except OSError as exc:  # pragma: no cover - a full disk at close
             raise CapturePathError(path, exc.strerror or str(exc)) from exc
+
+
+def session_recorder(
+    path: str | None,
+    *,
+    side: Side,
+    program: str,
+    clock: Callable[[], float],
+    force: bool = False,
+    protection: Mapping[str, object] | None = None,
+    prompt: str | None = None,
+    split_cltus: bool = False,
+    profile: LinkProfile | None = None,
+    seed: int | None = None,
+    **details: object,
+) -> contextlib.AbstractContextManager[SessionRecorder | None]:
+    """``--capture PATH`` of a program: :func:`open_recorder` with the session's metadata
+    (:func:`~linkstack.capture.session_metadata` of the default link configuration,
+    ``program``, and ``details`` such as ``link_url``, ``model``, ``timeout_s``).
+
+    A protected session (``protection``: what :meth:`RoleSecurity.metadata
+    <linkstack.sdls.keystore.RoleSecurity.metadata>` says, SPIs but never keys) records
+    ciphertext only: no decoded Space Packets, no prompt in the metadata.
+    """
+    from linkstack.endpoints import LinkConfig
+
+    metadata = session_metadata(
+        LinkConfig(), profile=profile, seed=seed, side=side, program=program, **details
+    )
+    if protection is not None:
+        metadata["security"] = dict(protection)
+    elif prompt is not None:
+        metadata["prompt"] = prompt
+    return open_recorder(
+        path,
+        metadata,
+        side=side,
+        clock=clock,
+        record_packets=protection is None,
+        split_cltus=split_cltus,
+        force=force,
+    )

@@ -54,7 +54,7 @@ def slant_range_m(altitude_m: float, elevation_deg: float) -> float:
 
     ``sqrt((R + h)^2 - (R cos e)^2) - R sin e``: the law of cosines in the triangle
     Earth centre, station, satellite.  500 km at zenith gives 500 km; at the
-    horizon, 2573 km (CCSDS_NOTES "Typical link numbers").
+    horizon, sqrt(6871^2 - 6371^2) = 2573 km.
     """
     if altitude_m < 0:
         raise LocalProtocolError(f"altitude {altitude_m} m is negative")
@@ -315,11 +315,13 @@ class Channel:
 # ---------------------------------------------------------------------------
 
 #: Default geometry: a 500 km LEO seen at 30 deg elevation, 909 km slant, 3.03 ms one way
-#: (CCSDS_NOTES "Typical link numbers": 1.67 ms at zenith, 5.7 ms at 10 deg, 8.6 ms at 0 deg).
+#: (slant_range_m / c over the 6371 km sphere: 1.67 ms at zenith, 5.7 ms at 10 deg, 8.6 ms
+#: at 0 deg).
 DEFAULT_ALTITUDE_M: Final = 500_000.0
 DEFAULT_ELEVATION_DEG: Final = 30.0
-#: Raw channel BER the CCSDS TC concept sizes its undetected-error performance for
-#: (CCSDS_NOTES "BER targets"; a design point, not a measured value).
+#: Raw channel BER: the middle of the three (1e-4, 1e-5, 1e-6) for which CCSDS 200.0-G-6
+#: (Telecommand Summary of Concept and Rationale) annex D tabulates TC performance
+#: (codeblock rejection, table D-3); a design point, not a measured value.
 DEFAULT_RAW_BER: Final = 1e-5
 
 #: (uplink, downlink) bit rates per profile, bit/s.
@@ -327,10 +329,10 @@ _RATES: Final[dict[str, tuple[float, float]]] = {
     # No impairment, no delay: functional tests.
     "ideal": (1e9, 1e9),
     # 9.6 kbit/s both ways: UHF BPSK/GMSK (rftools.io CubeSat UHF link budget) and the
-    # ISIS S-band transceiver's 9.6 kbit/s AX.25 uplink (CCSDS_NOTES "Typical link numbers").
+    # ISIS S-band transceiver's 9.6 kbit/s AX.25 uplink (isispace.nl/product/s-band-transceiver).
     "uhf": (9_600.0, 9_600.0),
-    # 64 kbit/s up (upper end of small-satellite TC rates; not confirmed by a source, see
-    # CCSDS_NOTES), 2 Mbit/s down (below the 4.3 Mbit/s ISIS S-band info rate).
+    # 64 kbit/s up (an assumed upper end of small-satellite TC rates: no published figure
+    # found), 2 Mbit/s down (below the 4.3 Mbit/s info rate of the ISIS S-band transceiver).
     "s-band": (64_000.0, 2_000_000.0),
 }
 PROFILE_NAMES: Final = tuple(_RATES)

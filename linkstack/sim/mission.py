@@ -36,10 +36,11 @@ from groundstation.recovery import (
     StreamRecovery,
 )
 from linkstack.endpoints import (
+    GroundCounters,
     GroundEndpoint,
     LinkConfig,
-    LinkCounters,
     MessageReceived,
+    SpacecraftCounters,
     SpacecraftEndpoint,
 )
 from linkstack.errors import Dropped, Layer, LocalProtocolError
@@ -47,17 +48,19 @@ from linkstack.inference.protocol import (
     EndOfStream,
     ErrorReason,
     ErrorReport,
+    GenerationParams,
     Message,
     PromptRequest,
     TokenChunk,
     TokenRange,
     encode_message,
 )
-from linkstack.inference.protocol import GenerationParams as WireParams
 from linkstack.packets.space_packet import PRIMARY_HEADER_LENGTH
 from linkstack.radio.channel import Channel, ChannelConfig, ChannelStats
 from linkstack.sdls import LinkSecurity
-from linkstack.tm.frame import FramesLost
+from linkstack.tm.channels import (
+    FramesLost,
+)
 from onboard.generation import FinishReason, GenerationResult
 from onboard.service import CoreConfig, CoreCounters, Job, OnboardCore
 
@@ -115,8 +118,8 @@ class MissionResult:
     time_to_first_token_s: float | None
     total_s: float | None
     uplink_bits: int
-    ground: LinkCounters
-    spacecraft: LinkCounters
+    ground: GroundCounters
+    spacecraft: SpacecraftCounters
     uplink_channel: ChannelStats
     downlink_channel: ChannelStats
     drops: dict[str, int]
@@ -427,7 +430,7 @@ class Mission:
             prompt_ids=request.prompt_ids,
             generated_ids=self._generated.get(request.request_id, ()),
             received_ids=assembler.delivered_ids,
-            finish_reason=None if finish is None else finish.name.lower(),
+            finish_reason=None if finish is None else finish.label,
             error=error_text,
             time_to_first_token_s=ttft,
             total_s=None if completed is None else completed - start,
@@ -450,7 +453,7 @@ class Mission:
 
 def simulate(
     prompt_ids: tuple[int, ...],
-    params: WireParams,
+    params: GenerationParams,
     generate: Generate,
     config: MissionConfig,
     *,

@@ -1,0 +1,259 @@
+"""Key management over the link, in the spirit of CCSDS 355.1-B-1 (PDUs as TLVs, 5.3).
+
+* the PDUs: :class:`OtarPdu` (Over-The-Air Rekeying: new session keys encrypted under
+  a master key), :class:`KeyActivationPdu`, :class:`KeyDeactivationPdu`; built with
+  :func:`build_otar` and ``to_bytes()``, decoded with :func:`decode_ep_pdu`;
+* :class:`KeyManager`: the receiving engine, which verifies an OTAR PDU (MAC, then its
+  IV against a replay window per master key), installs the keys PRE-ACTIVE, and moves
+  keys along the 355.1-B-1 life cycle (:data:`~linkstack.sdls.keys.KEY_TRANSITIONS`)
+  on activation and deactivation.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+
+from linkstack.errors import InvalidState, LocalProtocolError
+from linkstack.sdls.cipher import GCM_IV_LENGTH, GCM_MAC_LENGTH
+from linkstack.sdls.counters import TxCounter, master_counter_label
+from linkstack.sdls.errors import EP_BOOK, KeyManagementError, ReplayRejected
+from linkstack.sdls.keys import (
+    KEY_LENGTH,
+    KEY_TRANSITIONS,
+    MASTER_KEY_ID_LIMIT,
+    KeyMaterial,
+    KeyRing,
+    KeyState,
+    check_key_id,
+    is_master_key_id,
+)
+from linkstack.sdls.replay import ReplayWindow
+
+logger = logging.getLogger(__name__)
+
+# Every PDU is a TLV (355.1-B-1 5.3; layout as CryptoLib SDLS_TLV_Hdr_t):
+#
+#   bit 0      1       2-3            4-7             16 bits
+#  +------+-------+---------------+--------------+----------------------+--------
+#  | type | user  | service group | procedure id | length of Value (bits)| Value
+#  |  0=cmd| flag |  00 = key mgmt|  1 OTAR 2 act 3 deact                 |
+#  +------+-------+---------------+--------------+----------------------+--------
+#
+# OTAR Value: Master Key ID (2) | IV (12) | encrypted [Key ID (2) | Key (32)]... | MAC (16)
+#   (CryptoLib SDLS_OTAR_t).  AES-256-GCM under the master key; AAD = TLV header + MKID.
+# Activation / Deactivation Value: Key ID (2) ...
+
+_TLV_HEADER: Final = struct.Struct(">BH")
+PDU_TYPE_COMMAND: Final = 0  # CryptoLib PDU_TYPE_COMMAND
+SG_KEY_MGMT: Final = 0b00  # CryptoLib SG_KEY_MGMT
+PID_OTAR: Final = 0x1  # CryptoLib PID_OTAR
+PID_KEY_ACTIVATION: Final = 0x2  # CryptoLib PID_KEY_ACTIVATION
+PID_KEY_DEACTIVATION: Final = 0x3  # CryptoLib PID_KEY_DEACTIVATION
+_KEY_ID: Final = struct.Struct(">H")
+_KEY_BLOCK_LENGTH: Final = _KEY_ID.size + KEY_LENGTH
+
+
+def _tag(pid: int) -> int:
+    return PDU_TYPE_COMMAND << 7 | 0 << 6 | SG_KEY_MGMT << 4 | pid
+
+
+def _tlv(pid: int, value: bytes) -> bytes:
+    return _TLV_HEADER.pack(_tag(pid), 8 * len(value)) + value
+
+
+@dataclass(frozen=True, slots=True)
+class OtarPdu:
+    """Over-The-Air Rekeying command: new keys encrypted under a master key."""
+
+    master_key_id: int
+    iv: bytes
+    #: Ciphertext of the concatenated key blocks (Key ID + Key each).
+    encrypted_keys: bytes
+    mac: bytes = field(repr=False)
+
+    def _prefix(self) -> bytes:
+        n = _KEY_ID.size + GCM_IV_LENGTH + len(self.encrypted_keys) + GCM_MAC_LENGTH
+        return _TLV_HEADER.pack(_tag(PID_OTAR), 8 * n) + _KEY_ID.pack(self.master_key_id)
+
+    def to_bytes(self) -> bytes:
+        return self._prefix() + self.iv + self.encrypted_keys + self.mac
+
+    @property
+    def key_count(self) -> int:
+        return len(self.encrypted_keys) // _KEY_BLOCK_LENGTH
+
+
+@dataclass(frozen=True, slots=True)
+class KeyActivationPdu:
+    key_ids: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        return _tlv(PID_KEY_ACTIVATION, b"".join(_KEY_ID.pack(k) for k in self.key_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDeactivationPdu:
+    key_ids: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        return _tlv(PID_KEY_DEACTIVATION, b"".join(_KEY_ID.pack(k) for k in self.key_ids))
+
+
+EpPdu = OtarPdu | KeyActivationPdu | KeyDeactivationPdu
+
+
+def _ep_error(reason: str, detail: str) -> KeyManagementError:
+    return KeyManagementError(reason, f"{EP_BOOK} key management", detail)
+
+
+def build_otar(
+    keys: KeyRing,
+    *,
+    master_key_id: int,
+    counter: TxCounter,
+    new_keys: Sequence[tuple[int, KeyMaterial]],
+) -> OtarPdu:
+    """An OTAR PDU carrying ``new_keys`` under ``master_key_id`` (sending side)."""
+    if not is_master_key_id(master_key_id):
+        raise LocalProtocolError(
+            f"key {master_key_id} is not a master key (< {MASTER_KEY_ID_LIMIT})"
+        )
+    if keys.state(master_key_id) != KeyState.ACTIVE:
+        raise InvalidState(f"master key {master_key_id} is {keys.state(master_key_id).name}")
+    if counter.label != master_counter_label(master_key_id):
+        raise LocalProtocolError(
+            f"OTAR under key {master_key_id} needs counter {master_counter_label(master_key_id)!r},"
+            f" got {counter.label!r}"
+        )
+    if not new_keys:
+        raise LocalProtocolError("OTAR with no keys")
+    blocks = []
+    for key_id, material in new_keys:
+        check_key_id(key_id)
+        if is_master_key_id(key_id):
+            raise LocalProtocolError(f"OTAR cannot carry master key id {key_id}")
+        blocks.append(_KEY_ID.pack(key_id) + material.secret_octets())
+    if (
+        8 * (_KEY_ID.size + GCM_IV_LENGTH + len(blocks) * _KEY_BLOCK_LENGTH + GCM_MAC_LENGTH)
+        > 0xFFFF
+    ):
+        raise LocalProtocolError(f"{len(blocks)} keys do not fit one OTAR PDU")
+    iv = counter.take().to_bytes(GCM_IV_LENGTH, "big")
+    draft = OtarPdu(
+        master_key_id, iv, bytes(len(blocks) * _KEY_BLOCK_LENGTH), bytes(GCM_MAC_LENGTH)
+    )
+    sealed = keys._cipher(master_key_id).encrypt(iv, b"".join(blocks), draft._prefix())
+    return OtarPdu(master_key_id, iv, sealed[:-GCM_MAC_LENGTH], sealed[-GCM_MAC_LENGTH:])
+
+
+def decode_ep_pdu(data: bytes) -> EpPdu:
+    """Decode one key-management PDU; :class:`KeyManagementError` ``bad-pdu`` otherwise."""
+    if len(data) < _TLV_HEADER.size:
+        raise _ep_error("bad-pdu", f"{len(data)} octets, the TLV header needs {_TLV_HEADER.size}")
+    tag, bits = _TLV_HEADER.unpack_from(data)
+    value = bytes(data[_TLV_HEADER.size :])
+    if bits % 8 or bits // 8 != len(value):
+        raise _ep_error("bad-pdu", f"length field {bits} bits, {len(value)} octets of value")
+    if tag >> 7 != PDU_TYPE_COMMAND or tag >> 4 & 0b11 != SG_KEY_MGMT:
+        raise _ep_error("bad-pdu", f"tag 0x{tag:02X} is not a key management command")
+    pid = tag & 0x0F
+    if pid == PID_OTAR:
+        fixed = _KEY_ID.size + GCM_IV_LENGTH + GCM_MAC_LENGTH
+        blocks = len(value) - fixed
+        if blocks <= 0 or blocks % _KEY_BLOCK_LENGTH:
+            raise _ep_error("bad-pdu", f"OTAR value of {len(value)} octets")
+        (mkid,) = _KEY_ID.unpack_from(value)
+        iv = value[_KEY_ID.size : _KEY_ID.size + GCM_IV_LENGTH]
+        return OtarPdu(
+            mkid, iv, value[_KEY_ID.size + GCM_IV_LENGTH : -GCM_MAC_LENGTH], value[-GCM_MAC_LENGTH:]
+        )
+    if pid in (PID_KEY_ACTIVATION, PID_KEY_DEACTIVATION):
+        if not value or len(value) % _KEY_ID.size:
+            raise _ep_error("bad-pdu", f"key list of {len(value)} octets")
+        ids = tuple(k for (k,) in _KEY_ID.iter_unpack(value))
+        return KeyActivationPdu(ids) if pid == PID_KEY_ACTIVATION else KeyDeactivationPdu(ids)
+    raise _ep_error("bad-pdu", f"procedure id {pid} not supported")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysChanged:
+    """Outcome of one applied PDU."""
+
+    procedure: str
+    key_ids: tuple[int, ...]
+    new_state: KeyState
+
+
+class KeyManager:
+    """Receiving side of key management: applies OTAR, activation, deactivation.
+
+    Sans-I/O: the caller passes the PDU octets that arrived (over an SDLS-protected
+    channel: activation and deactivation carry no MAC of their own) and persists the
+    key ring afterwards.  A PDU applies whole or not at all.
+    """
+
+    def __init__(self, keys: KeyRing, *, otar_highest: Mapping[int, int] | None = None) -> None:
+        self.keys = keys
+        self._otar = {
+            mkid: ReplayWindow(1, highest=value) for mkid, value in (otar_highest or {}).items()
+        }
+
+    def otar_state(self) -> dict[int, int]:
+        """Highest OTAR IV accepted per master key, for the counter file."""
+        return {k: w.highest for k, w in self._otar.items() if w.highest is not None}
+
+    def handle_pdu(self, data: bytes) -> KeysChanged:
+        pdu = decode_ep_pdu(data)
+        if isinstance(pdu, OtarPdu):
+            return self._otar_pdu(pdu)
+        new = KeyState.ACTIVE if isinstance(pdu, KeyActivationPdu) else KeyState.DEACTIVATED
+        for key_id in pdu.key_ids:
+            if key_id not in self.keys:
+                raise _ep_error("unknown-key", f"key {key_id}")
+            old = self.keys.state(key_id)
+            if new not in KEY_TRANSITIONS[old]:
+                raise _ep_error("illegal-key-transition", f"key {key_id}: {old.name} -> {new.name}")
+        if len(set(pdu.key_ids)) != len(pdu.key_ids):
+            raise _ep_error("bad-pdu", f"key ids {pdu.key_ids} repeated")
+        for key_id in pdu.key_ids:
+            self.keys.transition(key_id, new)
+        name = "activation" if new == KeyState.ACTIVE else "deactivation"
+        return KeysChanged(procedure=name, key_ids=pdu.key_ids, new_state=new)
+
+    def _otar_pdu(self, pdu: OtarPdu) -> KeysChanged:
+        mkid = pdu.master_key_id
+        if not is_master_key_id(mkid) or mkid not in self.keys:
+            raise _ep_error("unknown-master-key", f"master key id {mkid}")
+        if self.keys.state(mkid) != KeyState.ACTIVE:
+            raise _ep_error("key-not-active", f"master key {mkid} is {self.keys.state(mkid).name}")
+        try:
+            blocks = self.keys._cipher(mkid).decrypt(
+                pdu.iv, pdu.encrypted_keys + pdu.mac, pdu._prefix()
+            )
+        except InvalidTag:
+            raise _ep_error("mac-mismatch", f"OTAR under master key {mkid}") from None
+        window = self._otar.setdefault(mkid, ReplayWindow(1))
+        iv_value = int.from_bytes(pdu.iv, "big")
+        try:
+            window.check(iv_value, f"{EP_BOOK} OTAR")
+        except ReplayRejected as exc:
+            raise _ep_error("replay", exc.detail) from None
+        new: list[tuple[int, KeyMaterial]] = []
+        for offset in range(0, len(blocks), _KEY_BLOCK_LENGTH):
+            (key_id,) = _KEY_ID.unpack_from(blocks, offset)
+            if key_id in self.keys or is_master_key_id(key_id) or key_id in dict(new):
+                raise _ep_error("key-id-in-use", f"key id {key_id} cannot be installed")
+            start = offset + _KEY_ID.size
+            new.append((key_id, KeyMaterial(blocks[start : start + KEY_LENGTH])))
+        for key_id, material in new:
+            self.keys.add(key_id, material, KeyState.PREACTIVE)
+        window.commit(iv_value)
+        ids = tuple(k for k, _ in new)
+        logger.info("< OTAR under master key %d installed keys %s", mkid, ids)
+        return KeysChanged(procedure="otar", key_ids=ids, new_state=KeyState.PREACTIVE)

@@ -38,12 +38,12 @@ from linkstack.console.base import (
     LiveLine,
     RunError,
     UsageError,
+    add_session_options,
     add_verbose_option,
-    logging_to,
     new_parser,
     os_cause,
     positive_seconds,
-    run_command,
+    text_program,
 )
 from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError, LocalProtocolError
@@ -101,18 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for the whole answer (default {DEFAULT_TIMEOUT_S:g})",
     )
     add_verbose_option(ask)
-    ask.add_argument(
-        "--capture",
-        metavar="FILE.pcapng",
-        help="record the session: CLTUs as sent, CADUs as received, Space Packets"
-        " (with --keys: ciphertext only); an existing file is kept unless --force",
-    )
-    ask.add_argument("--force", action="store_true", help="let --capture replace an existing file")
-    ask.add_argument(
-        "--keys",
-        metavar="PATH",
-        help="SDLS key file (linkstack keys generate): protect the uplink and verify the"
-        " downlink; IV counters are kept in PATH.ground.counters",
+    add_session_options(
+        ask,
+        capture_help="record the session: CLTUs as sent, CADUs as received, Space Packets",
+        keys_help="protect the uplink and verify the downlink; IV counters are kept in"
+        " PATH.ground.counters",
     )
     ask.add_argument(
         "--state-dir",
@@ -461,23 +454,14 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Entry point of the ``groundstation`` console script."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    live = LiveLine(out)
-
-    def call(args: argparse.Namespace) -> int:
-        with logging_to(err, PROG, verbosity=args.verbose, live=live):
-            return int(args.handler(args, out, err, live))
-
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        return run_command(
-            PROG,
-            build_parser(),
-            None if argv is None else list(argv),
-            call,
-            err,
-            failures=(LinkError,),
-        )
+    return text_program(
+        PROG,
+        build_parser(),
+        None if argv is None else list(argv),
+        stdout,
+        stderr,
+        failures=(LinkError,),
+    )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ from linkstack.console.base import (
     EXIT_OK,
     LiveLine,
     UsageError,
+    add_session_options,
     add_verbose_option,
-    logging_to,
     new_parser,
     os_cause,
     positive_int,
     positive_number,
-    run_command,
+    text_program,
 )
 from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
@@ -104,20 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between Housekeeping messages (default 10)",
     )
-    serve.add_argument(
-        "--capture",
-        metavar="FILE.pcapng",
-        help="record the session on board: CLTUs as received, CADUs as sent, Space Packets"
-        " (with --keys: ciphertext only); an existing file is kept unless --force",
-    )
-    serve.add_argument(
-        "--force", action="store_true", help="let --capture replace an existing file"
-    )
-    serve.add_argument(
-        "--keys",
-        metavar="PATH",
-        help="SDLS key file (linkstack keys generate): verify the uplink and protect the"
-        " downlink; IV counters are kept in PATH.spacecraft.counters",
+    add_session_options(
+        serve,
+        capture_help="record the session on board: CLTUs as received, CADUs as sent, Space Packets",
+        keys_help="verify the uplink and protect the downlink; IV counters are kept in"
+        " PATH.spacecraft.counters",
     )
     add_verbose_option(serve)
     serve.set_defaults(handler=_serve)
@@ -396,18 +387,15 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Entry point of the ``onboard`` console script."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    live = LiveLine(out)
-
-    def call(args: argparse.Namespace) -> int:
+    return text_program(
+        PROG,
+        build_parser(),
+        None if argv is None else list(argv),
+        stdout,
+        stderr,
+        failures=(LinkError,),
         # A server logs what it does (INFO) by default; -v adds every frame.
-        verbosity = args.verbose + (args.command == "serve")
-        with logging_to(err, PROG, verbosity=verbosity, live=live):
-            return int(args.handler(args, out, err, live))
-
-    return run_command(
-        PROG, build_parser(), None if argv is None else list(argv), call, err, failures=(LinkError,)
+        quiet_level=lambda args: int(args.command == "serve"),
     )
 
 

@@ -29,6 +29,7 @@ from linkstack.console.base import (
     EXIT_OK,
     LiveLine,
     RunError,
+    add_session_options,
     add_verbose_option,
     logging_to,
     positive_seconds,
@@ -133,18 +134,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--json", action="store_true", help="print one JSON object at the end (docs/json.md)"
     )
     add_verbose_option(demo)
-    demo.add_argument(
-        "--capture",
-        metavar="FILE.pcapng",
-        help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets"
-        " (with --keys: ciphertext only); an existing file is kept unless --force",
-    )
-    demo.add_argument("--force", action="store_true", help="let --capture replace an existing file")
-    demo.add_argument(
-        "--keys",
-        metavar="PATH",
-        help="SDLS key file (linkstack keys generate): protect both directions; each side"
-        " keeps its IV counters in PATH.ground.counters / PATH.spacecraft.counters",
+    add_session_options(
+        demo,
+        capture_help="record the session at the ground's end: CLTUs up, CADUs down, Space Packets",
+        keys_help="protect both directions; each side keeps its IV counters in"
+        " PATH.ground.counters / PATH.spacecraft.counters",
     )
     demo.set_defaults(handler=run)
 

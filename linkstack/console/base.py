@@ -238,6 +238,25 @@ def logging_to(
         root.setLevel(level)
 
 
+def add_session_options(
+    parser: argparse.ArgumentParser, *, capture_help: str, keys_help: str
+) -> None:
+    """``--capture FILE.pcapng [--force]`` and ``--keys PATH``: a session's recording and
+    its SDLS keys, worded for the end that records and protects."""
+    parser.add_argument(
+        "--capture",
+        metavar="FILE.pcapng",
+        help=f"{capture_help} (with --keys: ciphertext only); an existing file is kept"
+        " unless --force",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="let --capture replace an existing file"
+    )
+    parser.add_argument(
+        "--keys", metavar="PATH", help=f"SDLS key file (linkstack keys generate): {keys_help}"
+    )
+
+
 # -- running a command -------------------------------------------------------------------------
 
 
@@ -270,6 +289,33 @@ def run_command(
         return EXIT_INTERRUPTED
 
 
+def text_program(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    stdout: TextIO | None,
+    stderr: TextIO | None,
+    *,
+    failures: tuple[type[BaseException], ...] = (),
+    quiet_level: Callable[[argparse.Namespace], int] = lambda args: 0,
+) -> int:
+    """The ``main`` of a program on text streams (``onboard``, ``groundstation``): each
+    command's handler is called as ``handler(args, stdout, stderr, live)`` with library
+    logging on stderr at ``-v`` plus ``quiet_level(args)`` (a server logs more by
+    default), and argparse's own output on the given streams."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    live = LiveLine(out)
+
+    def call(args: argparse.Namespace) -> int:
+        verbosity = args.verbose + quiet_level(args)
+        with logging_to(err, prog, verbosity=verbosity, live=live):
+            return int(args.handler(args, out, err, live))
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        return run_command(prog, parser, argv, call, err, failures=failures)
+
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -278,6 +324,7 @@ __all__ = [
     "LiveLine",
     "RunError",
     "UsageError",
+    "add_session_options",
     "add_verbose_option",
     "first_paragraph",
     "logging_to",
@@ -289,4 +336,5 @@ __all__ = [
     "positive_seconds",
     "probability",
     "run_command",
+    "text_program",
 ]

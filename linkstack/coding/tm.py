@@ -20,6 +20,10 @@ sequence is itself a codeword (so a run of zero octets after a false marker
 proves little about alignment.  Only at end of stream
 (``flush``), where no following ASM can confirm a candidate, is an unconfirmed
 candidate accepted, and then only if every codeword of its block decodes.
+
+``decode_codeblocks`` and ``codeblock_event`` are the one path from an aligned
+codeblock to a ``FrameDecoded`` or ``CodeblockDropped``; the soft-symbol front end
+(``linkstack.coding.soft``, convolutional code and bit-level sync) uses it too.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from linkstack.coding import reed_solomon
 from linkstack.coding.reed_solomon import Basis, CodeblockLayout
 from linkstack.errors import DropCounter, Dropped, Layer, LocalProtocolError
+
+if TYPE_CHECKING:
+    from linkstack.coding.soft import Hypothesis
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,8 @@ __all__ = [
     "SyncStats",
     "TmCodingConfig",
     "TmCodingEvent",
+    "codeblock_event",
+    "decode_codeblocks",
     "encode_cadu",
     "encode_cadus",
     "pseudo_random_sequence",
@@ -216,20 +226,28 @@ class FrameDecoded:
     frame: bytes
     #: Symbols corrected in each of the I codewords.
     corrected: tuple[int, ...]
-    #: Stream offset of the block's ASM.
+    #: Stream offset of the block's ASM: octets for ``CaduSynchronizer``, coded
+    #: symbols for ``linkstack.coding.soft.SoftCaduSynchronizer``.
     offset: int
     #: Bit errors seen in its ASM (above asm_lock_errors: kept by the flywheel).
     asm_errors: int = 0
+    #: The soft front end's hypothesis (symbol alignment, phase, NRZ-M) that decoded
+    #: it; None from ``CaduSynchronizer``.
+    hypothesis: Hypothesis | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeblockDropped(Dropped):
     """A ``Dropped`` that also says where the codeblock was in the stream."""
 
-    #: Stream offset of the block's ASM.
+    #: Stream offset of the block's ASM (octets, or coded symbols: see ``FrameDecoded``).
     offset: int = 0
     #: Per codeword: symbols corrected, or -1 where it was uncorrectable.
     corrected: tuple[int, ...] = ()
+    #: Bit errors seen in its ASM.
+    asm_errors: int = 0
+    #: The soft front end's hypothesis that produced it; None from ``CaduSynchronizer``.
+    hypothesis: Hypothesis | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +262,8 @@ class SyncLost:
     """Lock lost; ``offset`` is where the missing ASM was expected."""
 
     offset: int
+    #: The soft front end's hypothesis that lost lock; None from ``CaduSynchronizer``.
+    hypothesis: Hypothesis | None = None
 
 
 TmCodingEvent = FrameDecoded | Dropped | SyncAcquired | SyncLost
@@ -268,6 +288,53 @@ class SyncStats:
     flywheeled: int = 0  # blocks decoded although their ASM was missed
     sync_losses: int = 0
     skipped_octets: int = 0  # octets passed over while searching
+
+
+# --------------------------------------------------------------------------- R-S path
+# Shared by CaduSynchronizer and the soft front end (linkstack.coding.soft): one way
+# from an aligned codeblock to a frame or a drop.
+
+
+def decode_codeblocks(
+    blocks: npt.NDArray[np.uint8], config: TmCodingConfig
+) -> reed_solomon.BlockDecodeResult:
+    """Derandomize received codeblocks (rows of N + 2EI octets, XORed in place) and
+    R-S decode them: CCSDS 131.0-B-5 10.4, then 4.3."""
+    if config.randomize:
+        blocks ^= _PN_NP[: blocks.shape[1]]
+    return reed_solomon.decode_blocks(blocks, config.layout, basis=config.basis)
+
+
+def codeblock_event(
+    config: TmCodingConfig,
+    frame: npt.NDArray[np.uint8],
+    corrected: tuple[int, ...],
+    *,
+    offset: int,
+    asm_errors: int,
+    hypothesis: Hypothesis | None = None,
+) -> FrameDecoded | CodeblockDropped:
+    """The event for one row of ``decode_codeblocks``: the frame, or an uncorrectable drop
+    (not yet counted in a ``DropCounter``)."""
+    if min(corrected, default=0) >= 0:
+        return FrameDecoded(frame.tobytes(), corrected, offset, asm_errors, hypothesis)
+    failed = [j for j, c in enumerate(corrected) if c < 0]
+    detail = (
+        f"codeblock at offset {offset}: codeword(s) {failed} of"
+        f" {config.interleave} exceed E={config.error_correction}"
+    )
+    logger.debug("< dropped %s", detail)
+    return CodeblockDropped(
+        layer=Layer.TM_CODING,
+        reason="uncorrectable",
+        clause=CLAUSE_RS,
+        octets=config.cadu_length,
+        detail=detail,
+        offset=offset,
+        corrected=corrected,
+        asm_errors=asm_errors,
+        hypothesis=hypothesis,
+    )
 
 
 # --------------------------------------------------------------------------- engine
@@ -446,10 +513,7 @@ class CaduSynchronizer:
             view = np.frombuffer(self._buf, dtype=np.uint8)
             data = view[first[:, None] + np.arange(n_block)[None, :]]
             del view  # the bytearray cannot be resized while a view exists
-            if cfg.randomize:
-                data ^= _PN_NP[:n_block]
-            result = reed_solomon.decode_blocks(data, cfg.layout, basis=cfg.basis)
-            frames = result.frames
+            result = decode_codeblocks(data, cfg)
             corrected = result.corrected.tolist()
             for row, ((index, errors), ok) in enumerate(
                 zip(batch, result.ok.tolist(), strict=True)
@@ -462,23 +526,16 @@ class CaduSynchronizer:
                     require_ok = False
                 handled += 1
                 self.stats.cadus += 1
-                counts = tuple(corrected[row])
-                if ok:
+                event = codeblock_event(
+                    cfg, result.frames[row], tuple(corrected[row]), offset=offset, asm_errors=errors
+                )
+                if isinstance(event, FrameDecoded):
                     self.stats.frames += 1
-                    self.stats.corrected_symbols += sum(counts)
-                    self._events.append(FrameDecoded(frames[row].tobytes(), counts, offset, errors))
+                    self.stats.corrected_symbols += sum(event.corrected)
+                    self._events.append(event)
                 else:
                     self.stats.uncorrectable += 1
-                    failed = [j for j, c in enumerate(counts) if c < 0]
-                    self._drop(
-                        "uncorrectable",
-                        CLAUSE_RS,
-                        f"codeblock at offset {offset}: codeword(s) {failed} of"
-                        f" {cfg.interleave} exceed E={cfg.error_correction}",
-                        octets=cfg.cadu_length,
-                        offset=offset,
-                        corrected=counts,
-                    )
+                    self._events.append(self.drops.count(event))
         return handled
 
     def _drop(

@@ -361,7 +361,7 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
                 self._events.append(notification)
         if self.fop.state is FopState.S6 and self.fop.backlog_length:
             self.fop.initiate_ad_with_set_vr(self.fop.vs, now)
-        retransmitted = self.fop.statistics.ad_retransmitted + self.fop.statistics.bc_retransmitted
+        retransmitted = self.fop.stats.ad_retransmitted + self.fop.stats.bc_retransmitted
         self.counters.tc_frames_retransmitted = retransmitted
         for plain in self.fop.frames_to_send():
             # Every transmission gets a fresh IV and sequence number: a FOP-1

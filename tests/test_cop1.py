@@ -32,7 +32,7 @@ from linkstack.tc.cop1 import (
     FarmEvent,
     FarmResult,
     FarmState,
-    FarmStatistics,
+    FarmStats,
     FopConfig,
     FopEngine,
     FopEvent,
@@ -501,10 +501,10 @@ def test_lossy_loop_delivers_every_unit_once_in_order(seed: int) -> None:
         i % 256 for i in range(80)
     ]
     assert loop.alerts() == [] and loop.outcomes(Outcome.NEGATIVE_CONFIRM) == []
-    assert loop.fop.statistics.ad_retransmitted > 0
+    assert loop.fop.stats.ad_retransmitted > 0
     assert loop.timer_expiries > 0  # some losses were only recovered by T1
     assert loop.fop.state == FopState.S1 and loop.fop.get_timer() is None
-    assert loop.frames_sent == loop.fop.statistics.ad + loop.fop.statistics.ad_retransmitted
+    assert loop.frames_sent == loop.fop.stats.ad + loop.fop.stats.ad_retransmitted
 
 
 def test_loop_across_sequence_number_wrap() -> None:
@@ -526,7 +526,7 @@ def test_t1_retransmission_then_t1_alert_at_transmission_limit() -> None:
     loop.run(lambda: bool(loop.alerts()))
     assert loop.alerts() == [AlertCode.T1]
     assert loop.timer_expiries == 3  # E16, E16, then E17 at Transmission_Count = 3
-    assert loop.fop.statistics.ad == 1 and loop.fop.statistics.ad_retransmitted == 2
+    assert loop.fop.stats.ad == 1 and loop.fop.stats.ad_retransmitted == 2
     assert loop.fop.state == FopState.S6
     assert [n.request_id for n in loop.outcomes(Outcome.NEGATIVE_CONFIRM)] == [rid]
 
@@ -615,7 +615,7 @@ def test_set_vr_bc_frame_lost_is_retransmitted_then_t1_alert() -> None:
     loop.fop.initiate_ad_with_set_vr(5, 0.0)
     loop.run(lambda: bool(loop.alerts()))
     assert loop.alerts() == [AlertCode.T1]
-    assert loop.fop.statistics.bc == 1 and loop.fop.statistics.bc_retransmitted == 1
+    assert loop.fop.stats.bc == 1 and loop.fop.stats.bc_retransmitted == 1
     assert any(
         isinstance(n, DirectiveResponse) and n.outcome == Outcome.NEGATIVE_CONFIRM
         for n in loop.notes
@@ -679,7 +679,7 @@ def test_farm_wait_and_buffer_release() -> None:
 
 
 def test_farm_statistics_count_every_discard_reason() -> None:
-    """One FarmStatistics field per DiscardReason, counted as the frame is discarded."""
+    """One FarmStats field per DiscardReason, counted as the frame is discarded."""
     farm = FarmEngine(FarmConfig(tc=TC, buffers=1))
     assert farm.receive_frame(_ad(0)).accepted  # V(R) = 1, the one buffer in use
     bad_bc = farm.receive_bytes(_bad_bc_bytes())
@@ -697,9 +697,7 @@ def test_farm_statistics_count_every_discard_reason() -> None:
     assert sorted(r.value for r in reasons if r is not None) == sorted(
         r.value for r in DiscardReason
     )
-    assert farm.statistics == FarmStatistics(
-        **dict.fromkeys(FarmStatistics.__dataclass_fields__, 1)
-    )
+    assert farm.stats == FarmStats(**dict.fromkeys(FarmStats.__dataclass_fields__, 1))
 
 
 # ======================================================================================

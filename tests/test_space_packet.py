@@ -266,7 +266,7 @@ def test_gap_in_sequence_count_drops_partial() -> None:
     assert isinstance(got[1], Dropped) and got[1].octets == 10  # the orphaned LAST
     assert [e.payload for e in got if isinstance(e, PayloadReceived)] == [b"B" * 20, b"C"]
     assert engine.drops == {"space-packet/sequence-gap": 2}
-    assert engine.stats["sequence_gaps"] == 1
+    assert engine.stats.sequence_gaps == 1
 
 
 def test_flag_out_of_order() -> None:
@@ -340,7 +340,7 @@ def test_idle_packets_discarded_not_dropped() -> None:
     assert [e for e in events(engine)] == [
         PayloadReceived(apid=1, packet_type=PacketType.TM, payload=b"z")
     ]
-    assert engine.stats["idle_packets"] == 1
+    assert engine.stats.idle_packets == 1
     assert not engine.drops
 
 

@@ -377,7 +377,7 @@ def test_round_trip_random_sizes(sizes: list[int]) -> None:
     assert not rx.drops
     # An idle packet pads the last frame unless the packets fill it exactly.
     exact_fit = total % SMALL.data_field_length == 0
-    assert (rx.stats["idle_packets"] == 0) == exact_fit
+    assert (rx.stats.idle_packets == 0) == exact_fit
     assert [e.ocf for e in events if isinstance(e, OcfReceived)] == [CLCW] * len(frames)
 
 
@@ -412,7 +412,7 @@ def test_frame_loss_in_the_middle(lost: int) -> None:
             FramesLost(vcid=None, expected=lost, got=lost + 1, missing=1),
             FramesLost(vcid=0, expected=lost, got=lost + 1, missing=1),
         ]
-        assert rx.stats["frames_lost"] == 1
+        assert rx.stats.frames_lost == 1
         # The packet running into the lost frame (if any) is discarded as "frames-lost".
         boundaries = {sum(map(len, packets[:i])) for i in range(len(packets) + 1)}
         mid_packet = lost * SMALL.data_field_length not in boundaries
@@ -501,7 +501,7 @@ def test_idle_packet_spills_when_room_is_short() -> None:
     assert second is not None and second.first_header_pointer == 4
     rx, events = receive(SMALL, [first.to_bytes(), second.to_bytes()])
     assert packets_of(events) == [packet]
-    assert rx.stats["idle_packets"] == 2 and not rx.drops
+    assert rx.stats.idle_packets == 2 and not rx.drops
 
 
 def test_flush_false_waits_for_a_full_frame() -> None:
@@ -529,7 +529,7 @@ def test_multiplexer_oid_frames_carry_the_ocf() -> None:
         assert f.data == fill.take(SMALL.data_field_length)  # LFSR runs on across frames
     rx, events = receive(SMALL, [f.to_bytes() for f in frames])
     assert events == [OcfReceived(vcid=7, ocf=c) for c in clcws]
-    assert rx.stats["oid_frames"] == 3
+    assert rx.stats.oid_frames == 3
 
 
 def test_multiplexer_counts_and_round_robin() -> None:
@@ -602,7 +602,7 @@ def test_receiver_joins_mid_stream() -> None:
     assert frames[1].first_header_pointer == FHP_NO_PACKET_START
     rx, events = receive(SMALL, [f.to_bytes() for f in frames[1:]])
     assert packets_of(events) == packets[1:]
-    assert not rx.drops and rx.stats["octets_skipped"] > 0
+    assert not rx.drops and rx.stats.octets_skipped > 0
 
 
 def test_trailing_garbage_frame_is_dropped() -> None:
@@ -620,7 +620,7 @@ def test_idle_packets_inside_frames_are_silent() -> None:
     frames = [pz.next_frame(mc_count=k, ocf=CLCW) for k in range(3)]
     rx, events = receive(SMALL, [f.to_bytes() for f in frames if f is not None])
     assert packets_of(events) == [] and not rx.drops
-    assert rx.stats["idle_packets"] >= 3
+    assert rx.stats.idle_packets >= 3
 
 
 @settings(max_examples=200, deadline=None)
@@ -676,4 +676,4 @@ def test_mature_link_session() -> None:
     events = drain(rx)
     assert packets_of(events) == sent
     assert not rx.drops
-    assert sum(isinstance(e, OcfReceived) for e in events) == rx.stats["frames"]
+    assert sum(isinstance(e, OcfReceived) for e in events) == rx.stats.frames

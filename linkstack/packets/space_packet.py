@@ -293,13 +293,27 @@ class _Partial:
     packets: int
 
 
+@dataclass(slots=True)
+class ReassemblerStats:
+    """Counters of a :class:`PacketReassembler`."""
+
+    #: Space Packets accepted (Idle Packets included; undecodable ones are drops).
+    packets: int = 0
+    #: Idle Packets (APID 0x7FF, CCSDS 133.0-B-2 4.1.3.3.4.4) discarded.
+    idle_packets: int = 0
+    #: User data delivered (:class:`PayloadReceived` events).
+    payloads: int = 0
+    #: Packet Sequence Count discontinuities within an APID (CCSDS 133.0-B-2 4.1.3.4.3).
+    sequence_gaps: int = 0
+
+
 class PacketReassembler:
     """Rebuilds segmented user data per APID (sans-I/O engine).
 
     Feed whole Space Packets with :meth:`receive_packet`; take :class:`PayloadReceived`
     and :class:`Dropped` events from :meth:`next_event`. A sequence-count gap or a
     segment flag out of order inside a segmented run discards the partial payload
-    (never delivered). Idle Packets are discarded and counted in ``stats["idle_packets"]``,
+    (never delivered). Idle Packets are discarded and counted in ``stats.idle_packets``,
     not as drops.
     """
 
@@ -311,12 +325,7 @@ class PacketReassembler:
         self._last_count: dict[int, int] = {}
         self._events: deque[ReassemblerEvent] = deque()
         self.drops = DropCounter()
-        self.stats: dict[str, int] = {
-            "packets": 0,
-            "idle_packets": 0,
-            "payloads": 0,
-            "sequence_gaps": 0,
-        }
+        self.stats = ReassemblerStats()
 
     def next_event(self) -> ReassemblerEvent | None:
         return self._events.popleft() if self._events else None
@@ -332,9 +341,9 @@ class PacketReassembler:
 
     def receive_packet(self, packet: SpacePacket) -> None:
         """Accept one decoded Space Packet."""
-        self.stats["packets"] += 1
+        self.stats.packets += 1
         if packet.is_idle:
-            self.stats["idle_packets"] += 1
+            self.stats.idle_packets += 1
             return
         apid = packet.apid
         previous = self._last_count.get(apid)
@@ -344,7 +353,7 @@ class PacketReassembler:
             and packet.sequence_count != (previous + 1) % SEQUENCE_COUNT_MODULUS
         )
         if gap:
-            self.stats["sequence_gaps"] += 1
+            self.stats.sequence_gaps += 1
         partial = self._partials.get(apid)
         flags = packet.sequence_flags
 
@@ -431,7 +440,7 @@ class PacketReassembler:
         )
 
     def _deliver(self, apid: int, packet_type: PacketType, payload: bytes, packets: int) -> None:
-        self.stats["payloads"] += 1
+        self.stats.payloads += 1
         self._events.append(
             PayloadReceived(apid=apid, packet_type=packet_type, payload=payload, packets=packets)
         )

@@ -154,7 +154,7 @@ class DiscardReason(Enum):
 
 
 @dataclass(slots=True)
-class FarmStatistics:
+class FarmStats:
     """Frames FARM-1 discarded (6.2.3 'Discard'), one field per :class:`DiscardReason`."""
 
     #: E2: N(S) = V(R) but no buffer available.
@@ -281,7 +281,7 @@ class FarmEngine:
         #: Buffers holding accepted FDUs not yet released.
         self.buffers_in_use = 0
         #: Frames discarded, per reason.
-        self.statistics = FarmStatistics()
+        self.stats = FarmStats()
         self.drops = DropCounter()
 
     @property
@@ -361,7 +361,7 @@ class FarmEngine:
         cell = FARM_TABLE.get((state, event))
         if cell is None:
             logger.debug("FARM-1 %s not applicable in %s: discarded", event.name, state.name)
-            self.statistics.count_discard(DiscardReason.NOT_APPLICABLE)
+            self.stats.count_discard(DiscardReason.NOT_APPLICABLE)
             return FarmResult(
                 event=event,
                 state=state,
@@ -381,7 +381,7 @@ class FarmEngine:
                             self.buffers_in_use += 1
                 case FarmAction.DISCARD:
                     discarded = _discard_reason(state, event)
-                    self.statistics.count_discard(discarded)
+                    self.stats.count_discard(discarded)
                 case FarmAction.IGNORE:
                     pass
                 case FarmAction.INCREMENT_VR:
@@ -443,6 +443,6 @@ __all__ = [
     "FarmEvent",
     "FarmResult",
     "FarmState",
-    "FarmStatistics",
+    "FarmStats",
     "FarmTransition",
 ]

@@ -85,7 +85,7 @@ FopNotification = DirectiveResponse | TransferResponse | Alert | Suspended
 
 
 @dataclass(slots=True)
-class FopStatistics:
+class FopStats:
     """Frames FOP-1 handed to the Lower Procedures, per type; retransmissions apart.
 
     Type-BD frames (5.2.6 'Transmit Type-BD Frame') are not counted.
@@ -174,7 +174,7 @@ class FopEngine:
         self._now = 0.0
         self.drops = DropCounter()
         #: Frames handed out per type, retransmissions counted separately.
-        self.statistics = FopStatistics()
+        self.stats = FopStats()
 
     # -- read-only views -------------------------------------------------------------
 
@@ -647,7 +647,7 @@ class FopEngine:
         self._sent_queue.append(_SentFrame(frame=frame, request_id=request_id))
         self._start_timer()
         self.ad_out_ready = False
-        self.statistics.ad += 1
+        self.stats.ad += 1
         self._hand_out(frame, FopEvent.E41)
 
     def _transmit_bc(self, frame: TcFrame) -> None:
@@ -656,7 +656,7 @@ class FopEngine:
         self.transmission_count = 1
         self._start_timer()
         self.bc_out_ready = False
-        self.statistics.bc += 1
+        self.stats.bc += 1
         self._hand_out(frame, FopEvent.E43)
 
     def _look_for_fdu(self) -> None:
@@ -696,11 +696,11 @@ class FopEngine:
                 )
                 if frame_type == FrameType.AD:
                     self.ad_out_ready = False
-                    self.statistics.ad_retransmitted += 1
+                    self.stats.ad_retransmitted += 1
                     self._hand_out(entry.frame, FopEvent.E41)
                 else:
                     self.bc_out_ready = False
-                    self.statistics.bc_retransmitted += 1
+                    self.stats.bc_retransmitted += 1
                     self._hand_out(entry.frame, FopEvent.E43)
                 return True
         return False
@@ -812,7 +812,7 @@ __all__ = [
     "FopEvent",
     "FopNotification",
     "FopState",
-    "FopStatistics",
+    "FopStats",
     "FopStep",
     "FopTransition",
     "classify_clcw",

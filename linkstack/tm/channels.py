@@ -104,6 +104,20 @@ class OidFill:
 # Sending side.
 
 
+@dataclass(slots=True)
+class PacketizerStats:
+    """Counters of a :class:`TmPacketizer`."""
+
+    #: Frames made on this VC, OID frames included.
+    frames: int = 0
+    #: Space Packets queued by the caller (Idle Packets not counted).
+    packets: int = 0
+    #: Idle Packets (APID 0x7FF) made to complete a data field.
+    idle_packets: int = 0
+    #: OID frames made on this VC (CCSDS 132.0-B-3 4.1.4.6).
+    oid_frames: int = 0
+
+
 class TmPacketizer:
     """Packs the Space Packets of one virtual channel into frame data fields (sans-I/O).
 
@@ -127,7 +141,7 @@ class TmPacketizer:
         self._pending = 0
         self._vc_count = 0
         self._idle_count = 0
-        self.stats: dict[str, int] = {"frames": 0, "packets": 0, "idle_packets": 0, "oid_frames": 0}
+        self.stats = PacketizerStats()
 
     @property
     def pending_octets(self) -> int:
@@ -161,7 +175,7 @@ class TmPacketizer:
             )
         self._queue.append(bytes(packet))
         self._pending += len(packet)
-        self.stats["packets"] += 1
+        self.stats.packets += 1
 
     def next_data_field(self, *, flush: bool = True) -> tuple[bytes, int] | None:
         """The next data field and its First Header Pointer, or None.
@@ -186,7 +200,7 @@ class TmPacketizer:
                 self._idle_count = (self._idle_count + 1) % SEQUENCE_COUNT_MODULUS
                 self._queue.append(spill)
                 self._pending += len(spill)
-                self.stats["idle_packets"] += 1
+                self.stats.idle_packets += 1
             head = self._queue[0]
             if self._offset == 0 and fhp is None:
                 fhp = len(out)
@@ -225,7 +239,7 @@ class TmPacketizer:
                 f"VC {self.vcid} is in the middle of a packet ({self._pending} octets pending): "
                 "an OID frame would cut it (CCSDS 132.0-B-3 4.1.4.2.2)"
             )
-        self.stats["oid_frames"] += 1
+        self.stats.oid_frames += 1
         data = fill.take(self.config.data_field_length)
         return self._frame(mc_count, ocf, secondary_header, data, FHP_IDLE_ONLY)
 
@@ -244,7 +258,7 @@ class TmPacketizer:
             secondary_header=bytes(secondary_header),
         )
         self._vc_count = (self._vc_count + 1) % FRAME_COUNT_MODULUS
-        self.stats["frames"] += 1
+        self.stats.frames += 1
         return frame
 
 
@@ -262,6 +276,16 @@ def _check_trailer(config: TmChannelConfig, ocf: int | None, secondary_header: b
             f"secondary header of {len(secondary_header)} octets, the channel's has "
             f"{config.secondary_header_length} (CCSDS 132.0-B-3 4.1.3)"
         )
+
+
+@dataclass(slots=True)
+class MultiplexerStats:
+    """Counters of a :class:`TmMultiplexer`."""
+
+    #: Frames released on the master channel, OID frames included.
+    frames: int = 0
+    #: OID frames released because no VC had a frame to send (CCSDS 132.0-B-3 4.1.4.6).
+    oid_frames: int = 0
 
 
 class TmMultiplexer:
@@ -289,7 +313,7 @@ class TmMultiplexer:
         self._order: deque[int] = deque(order)
         self._mc_count = 0
         self._fill = OidFill()
-        self.stats: dict[str, int] = {"frames": 0, "oid_frames": 0}
+        self.stats = MultiplexerStats()
 
     @property
     def mc_count(self) -> int:
@@ -334,9 +358,9 @@ class TmMultiplexer:
             frame = self._vcs[self.oid_vcid].oid_frame(
                 mc_count=self._mc_count, fill=self._fill, ocf=ocf, secondary_header=secondary_header
             )
-            self.stats["oid_frames"] += 1
+            self.stats.oid_frames += 1
         self._mc_count = (self._mc_count + 1) % FRAME_COUNT_MODULUS
-        self.stats["frames"] += 1
+        self.stats.frames += 1
         logger.debug("> %s", frame)
         return frame
 
@@ -386,6 +410,24 @@ class _VcRx:
     total: int = 0  # length of the packet in buf, 0 while its header is incomplete
 
 
+@dataclass(slots=True)
+class DepacketizerStats:
+    """Counters of a :class:`TmDepacketizer`."""
+
+    #: Frames accepted (undecodable ones are drops, not counted here).
+    frames: int = 0
+    #: OID frames (First Header Pointer '11111111110') discarded (CCSDS 132.0-B-3 4.1.4.6).
+    oid_frames: int = 0
+    #: Space Packets delivered (:class:`PacketReceived` events).
+    packets: int = 0
+    #: Idle Packets (APID 0x7FF) discarded.
+    idle_packets: int = 0
+    #: Frames missing from the VC Frame Count sequence (CCSDS 132.0-B-3 4.1.2.6).
+    frames_lost: int = 0
+    #: Data field octets passed over while resynchronizing on the First Header Pointer.
+    octets_skipped: int = 0
+
+
 class TmDepacketizer:
     """Extracts Space Packets from received TM frames (sans-I/O engine).
 
@@ -402,14 +444,7 @@ class TmDepacketizer:
         self._expected_mc: int | None = None
         self._vcs: dict[int, _VcRx] = {}
         self.drops = DropCounter()
-        self.stats: dict[str, int] = {
-            "frames": 0,
-            "oid_frames": 0,
-            "packets": 0,
-            "idle_packets": 0,
-            "frames_lost": 0,
-            "octets_skipped": 0,
-        }
+        self.stats = DepacketizerStats()
 
     def next_event(self) -> TmEvent | None:
         return self._events.popleft() if self._events else None
@@ -427,7 +462,7 @@ class TmDepacketizer:
 
     def receive_tm_frame(self, frame: TmFrame) -> None:
         """Accept one already parsed (and, with SDLS, already unprotected) frame."""
-        self.stats["frames"] += 1
+        self.stats.frames += 1
         got_mc = frame.mc_count
         if self._expected_mc is not None and got_mc != self._expected_mc:
             self._lost(None, self._expected_mc, got_mc)
@@ -459,7 +494,7 @@ class TmDepacketizer:
             )
             return
         if frame.first_header_pointer == FHP_IDLE_ONLY:
-            self.stats["oid_frames"] += 1
+            self.stats.oid_frames += 1
             # Packets never straddle an OID frame, so the VC is at a packet boundary.
             self._discard_partial(frame.vcid, vc, "packet-interrupted", f"{_CLAUSE_FHP}.5")
             vc.synced = True
@@ -481,10 +516,10 @@ class TmDepacketizer:
             )
         if fhp == FHP_NO_PACKET_START:
             vc.synced = False
-            self.stats["octets_skipped"] += len(data)
+            self.stats.octets_skipped += len(data)
             return
         vc.synced = True
-        self.stats["octets_skipped"] += fhp
+        self.stats.octets_skipped += fhp
         self._unpack(vcid, vc, data, fhp)
 
     @staticmethod
@@ -530,9 +565,9 @@ class TmDepacketizer:
                 vc.buf.clear()
                 vc.total = 0
                 if (packet[0] & 0x07) << 8 | packet[1] == IDLE_APID:
-                    self.stats["idle_packets"] += 1
+                    self.stats.idle_packets += 1
                 else:
-                    self.stats["packets"] += 1
+                    self.stats.packets += 1
                     self._events.append(PacketReceived(vcid=vcid, packet=packet))
 
     def _discard_partial(
@@ -554,7 +589,7 @@ class TmDepacketizer:
     def _lost(self, vcid: int | None, expected: int, got: int) -> None:
         missing = (got - expected) % FRAME_COUNT_MODULUS
         if vcid is not None:
-            self.stats["frames_lost"] += missing
+            self.stats.frames_lost += missing
         self._events.append(FramesLost(vcid=vcid, expected=expected, got=got, missing=missing))
 
     def _drop(self, event: Dropped) -> None:

@@ -22,11 +22,14 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 from linkstack.errors import LocalProtocolError
 from linkstack.radio.channel import Channel, ChannelConfig
+
+if TYPE_CHECKING:
+    from linkstack.coding.tm import TmCodingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +114,8 @@ class LoopbackLink:
     """Both ends of a simulated link in one process.
 
     ``ground`` and ``spacecraft`` are the two :class:`Link` ends; units sent on one
-    arrive, through that direction's channel, at the other's receiver.
+    arrive, through that direction's channel, at the other's receiver.  A downlink
+    with ``coding="conv"`` carries CADUs of ``tm_coding`` (default ``TmCodingConfig()``).
     """
 
     def __init__(
@@ -123,13 +127,16 @@ class LoopbackLink:
         to_ground: Receiver,
         to_spacecraft: Receiver,
         loop: asyncio.AbstractEventLoop | None = None,
+        tm_coding: TmCodingConfig | None = None,
     ) -> None:
+        if uplink.coding != "none":
+            raise LocalProtocolError(f"uplink coding {uplink.coding!r}: only a downlink is coded")
         loop = loop or asyncio.get_running_loop()
         # One generator per direction, both derived from the seed, so that traffic in
         # one direction does not shift the other's random draws.
         seeds = random.Random(seed)
         self.uplink = Channel(uplink, random.Random(seeds.getrandbits(64)))
-        self.downlink = Channel(downlink, random.Random(seeds.getrandbits(64)))
+        self.downlink = Channel(downlink, random.Random(seeds.getrandbits(64)), tm_coding=tm_coding)
         self.ground = _ChannelPipe(loop, self.uplink, to_spacecraft)
         self.spacecraft = _ChannelPipe(loop, self.downlink, to_ground)
 

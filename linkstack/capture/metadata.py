@@ -86,7 +86,7 @@ def link_config_from_metadata(metadata: Mapping[str, object]) -> LinkConfig | No
         coding = link["tm_coding"]
         if not isinstance(coding, Mapping):
             raise TypeError(f"'tm_coding' is a {type(coding).__name__}, not an object")
-        return LinkConfig(
+        config = LinkConfig(
             scid=int(link["scid"]),
             tc_vcid=int(link["tc_vcid"]),
             map_id=int(link["map_id"]),
@@ -101,6 +101,10 @@ def link_config_from_metadata(metadata: Mapping[str, object]) -> LinkConfig | No
                 randomize=bool(coding["randomize"]),
             ),
         )
+        # The per-layer configurations are derived lazily: check them here, so that a
+        # value no frame could carry is this error, not a later one from the decoders.
+        config.tc, config.tm  # noqa: B018
+        return config
     except (KeyError, TypeError, ValueError, LinkError) as exc:
         raise CaptureError(f"link configuration in the metadata does not parse: {exc}") from exc
 

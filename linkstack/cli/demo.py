@@ -29,6 +29,7 @@ from linkstack.console.base import (
     EXIT_OK,
     LiveLine,
     RunError,
+    UsageError,
     add_session_options,
     add_verbose_option,
     logging_to,
@@ -36,7 +37,7 @@ from linkstack.console.base import (
     probability,
 )
 from linkstack.console.options import add_generation_options, wire_params
-from linkstack.radio.channel import PROFILE_NAMES, ChannelConfig, Outage
+from linkstack.radio.channel import CODINGS, PROFILE_NAMES, ChannelConfig, Outage
 
 if TYPE_CHECKING:
     from groundstation.session import Outcome
@@ -63,6 +64,16 @@ def _outage(text: str) -> Outage:
     return outage
 
 
+def _decibels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB")
+    return value
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
@@ -86,13 +97,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo.add_argument(
         "--profile", default="s-band", choices=PROFILE_NAMES, help="link profile (default s-band)"
     )
-    demo.add_argument("--ber", type=probability, metavar="X", help="raw bit error rate, both ways")
+    demo.add_argument(
+        "--ber",
+        type=probability,
+        metavar="X",
+        help="raw bit error rate, both ways (with --coding conv: the uplink only)",
+    )
     demo.add_argument(
         "--burst",
         type=probability,
         default=0.0,
         metavar="P",
-        help="probability a unit is hit by an error burst longer than R-S corrects",
+        help="probability a unit is hit by an error burst longer than R-S corrects"
+        " (with --coding conv: the uplink only)",
     )
     demo.add_argument(
         "--drop", type=probability, default=0.0, metavar="P", help="probability a unit is lost"
@@ -118,6 +135,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=[],
         metavar="START:SECONDS",
         help="loss of signal both ways, seconds after the start (repeatable)",
+    )
+    demo.add_argument(
+        "--coding",
+        default="none",
+        choices=CODINGS,
+        help="downlink channel code: none (bit errors at --ber; the default) or conv (the"
+        " convolutional code over a noisy radio channel, see --ebn0 and --slips)",
+    )
+    demo.add_argument(
+        "--ebn0",
+        type=_decibels,
+        metavar="DB",
+        help="with --coding conv: signal to noise ratio per data bit (Eb/N0) in dB"
+        " (default: no noise)",
+    )
+    demo.add_argument(
+        "--slips",
+        type=probability,
+        metavar="P",
+        help="with --coding conv: probability per frame that the receiver loses or gains"
+        " one symbol",
     )
     add_generation_options(demo, seed_help="sampling and channel seed (default 0)")
     demo.add_argument(
@@ -146,6 +184,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
     from linkstack.radio.channel import link_profile
 
+    if args.coding != "conv":
+        for option, value in (("--ebn0", args.ebn0), ("--slips", args.slips)):
+            if value is not None:
+                raise UsageError(f"{option} needs --coding conv")
     profile = link_profile(args.profile)
     changes: dict[str, Any] = {
         "burst_probability": args.burst,
@@ -159,9 +201,19 @@ def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
         changes["burst_length_bits"] = 8 * (17 * 5 + 1)
     if args.ber is not None:
         changes["ber"] = args.ber
+    down = changes
+    if args.coding == "conv":  # the noise is Eb/N0: no bit errors or bursts on the bits
+        down = {
+            **changes,
+            "ber": 0.0,
+            "burst_probability": 0.0,
+            "coding": "conv",
+            "ebn0_db": args.ebn0,
+            "slip_probability": args.slips or 0.0,
+        }
     return (
         dataclasses.replace(profile.uplink, **changes),
-        dataclasses.replace(profile.downlink, **changes),
+        dataclasses.replace(profile.downlink, **down),
     )
 
 
@@ -306,6 +358,7 @@ async def _demo(
         seed=args.seed,
         to_ground=to_ground,
         to_spacecraft=service.on_receive,
+        tm_coding=config.tm_coding,
     )
     service.attach(link.spacecraft)
     transmitter = asyncio.create_task(service.run())
@@ -399,6 +452,8 @@ def _record(
         "uplink": dataclasses.asdict(link.uplink.stats),
         "downlink": dataclasses.asdict(link.downlink.stats),
     }
+    if link.downlink.coded is not None:
+        record["channels"]["downlink"]["coded"] = dataclasses.asdict(link.downlink.coded.stats)
     record["seed"] = args.seed
     record["profile"] = args.profile
     return record

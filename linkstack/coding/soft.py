@@ -61,6 +61,13 @@ Aligned codeblocks are derandomized and R-S decoded by the same code path as
 ASM bit errors and the R-S corrections; ``offset`` and ``at_symbol`` count coded
 symbols from the first one received (for QPSK, two per complex symbol: I then Q).
 
+With ``output="cadus"`` the synchronizer stops short of the R-S decoder and hands on
+each aligned block as a :class:`CaduAligned` event instead: the ASM followed by the
+decided codeblock octets, byte-aligned, complemented back under an inverted
+hypothesis (NRZ-M undone), still randomized, so that a hard-decision
+``CaduSynchronizer`` downstream (a ground endpoint) derandomizes, corrects and counts
+as it does for an uncoded link (``linkstack.radio.coded`` feeds one that way).
+
 Bad input is handled, never raised: NaN is an erasure, inf and huge values are
 clipped (``linkstack.coding.viterbi.SOFT_LIMIT``); counts need not be even; pure noise
 yields no lock (or, with loose thresholds, a false lock whose blocks R-S refuses,
@@ -115,11 +122,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODULATIONS",
+    "SOFT_OUTPUTS",
+    "CaduAligned",
     "Hypothesis",
     "HypothesisLocked",
     "Modulation",
     "NrzmMode",
     "SoftCaduSynchronizer",
+    "SoftOutput",
     "SoftSyncEvent",
     "SoftSyncStats",
     "add_awgn",
@@ -137,6 +147,10 @@ C64 = npt.NDArray[np.complex64]
 Modulation = Literal["bpsk", "qpsk"]
 MODULATIONS: Final[tuple[Modulation, ...]] = get_args(Modulation)
 NrzmMode = bool | Literal["auto"]
+#: What an aligned block becomes: its transfer frame, R-S decoded ("frames"), or the
+#: CADU itself, for a hard-decision synchronizer downstream ("cadus").
+SoftOutput = Literal["frames", "cadus"]
+SOFT_OUTPUTS: Final[tuple[SoftOutput, ...]] = get_args(SoftOutput)
 
 _ASM_WORD: Final = int.from_bytes(ASM, "big")
 _ASM_BITS_NP: Final = unpack_bits(ASM)
@@ -278,7 +292,26 @@ class HypothesisLocked:
     at_symbol: int
 
 
-SoftSyncEvent = FrameDecoded | Dropped | HypothesisLocked | SyncLost
+@dataclass(frozen=True, slots=True)
+class CaduAligned:
+    """``output="cadus"``: one CADU as the receiver aligned it, in place of its frame.
+
+    ``cadu`` is the ASM as sent (CCSDS 131.0-B-5 9.3.1; the decoded marker's errors are
+    in ``asm_errors``) followed by the hard-decided codeblock octets, byte-aligned,
+    complemented back under an inverted hypothesis and with NRZ-M undone: still
+    randomized (10.4) and not R-S decoded, what a ``CaduSynchronizer`` takes.
+    """
+
+    cadu: bytes
+    #: Coded-symbol index of its ASM (as ``FrameDecoded.offset``).
+    offset: int
+    asm_errors: int
+    hypothesis: Hypothesis
+    #: Kept by the flywheel although its ASM was missed.
+    flywheeled: bool = False
+
+
+SoftSyncEvent = FrameDecoded | Dropped | HypothesisLocked | SyncLost | CaduAligned
 
 
 @dataclass(slots=True)
@@ -288,7 +321,7 @@ class SoftSyncStats:
     symbols: int = 0  # coded symbols received (QPSK: two per complex symbol)
     searched_symbols: int = 0  # of those, received while no hypothesis was locked
     viterbi_symbols: int = 0  # symbols through a Viterbi decoder, all hypotheses summed
-    cadus: int = 0  # codeblocks handed to the R-S decoder
+    cadus: int = 0  # codeblocks handed to the R-S decoder (output="cadus": CADUs handed on)
     frames: int = 0  # frames delivered
     corrected_symbols: int = 0  # R-S symbols corrected in delivered frames
     uncorrectable: int = 0  # codeblocks R-S refused
@@ -415,7 +448,8 @@ class SoftCaduSynchronizer:
     False or "auto" (try both); ``modulation`` "bpsk" (real soft symbols, one per
     coded bit; float or signed int) or "qpsk" (complex symbols, I then Q);
     ``traceback`` the Viterbi survivor depth (default per rate); ``backend`` the
-    Viterbi kernel.
+    Viterbi kernel; ``output`` "frames" (R-S decoded: ``FrameDecoded`` /
+    ``CodeblockDropped``) or "cadus" (aligned CADUs: :class:`CaduAligned`).
     """
 
     def __init__(
@@ -430,9 +464,13 @@ class SoftCaduSynchronizer:
         flywheel: int | None = None,
         traceback: int | None = None,
         backend: Backend = "auto",
+        output: SoftOutput = "frames",
     ) -> None:
         if nrzm not in (True, False, "auto") or not isinstance(nrzm, bool | str):
             raise LocalProtocolError(f"nrzm {nrzm!r} is not True, False or 'auto'")
+        if output not in SOFT_OUTPUTS:
+            raise LocalProtocolError(f"output {output!r} is not one of {', '.join(SOFT_OUTPUTS)}")
+        self.output: SoftOutput = output
         # Validated by TmCodingConfig's own checks.
         self.coding = replace(
             coding,
@@ -814,6 +852,9 @@ class SoftCaduSynchronizer:
         for row, (position, _) in enumerate(blocks):
             start = position + ASM_BITS
             rows[row] = np.packbits(self._read(lock.branch, lock.kind, start, start + 8 * n_block))
+        if self.output == "cadus":
+            self._deliver_cadus(lock, blocks, rows, flywheeled=flywheeled)
+            return
         result = decode_codeblocks(rows, self.coding)
         corrected = result.corrected.tolist()
         for row, (position, errors) in enumerate(blocks):
@@ -834,6 +875,28 @@ class SoftCaduSynchronizer:
             else:
                 self.stats.uncorrectable += 1
                 self._events.append(self.drops.count(event))
+
+    def _deliver_cadus(
+        self,
+        lock: _Lock,
+        blocks: list[tuple[int, int]],
+        rows: U8,
+        *,
+        flywheeled: bool,
+    ) -> None:
+        """``output="cadus"``: the aligned blocks as CADUs, neither derandomized nor decoded."""
+        for row, (position, errors) in enumerate(blocks):
+            self.stats.cadus += 1
+            self.stats.flywheeled += flywheeled
+            self._events.append(
+                CaduAligned(
+                    ASM + rows[row].tobytes(),
+                    self._symbol(lock.branch, position),
+                    errors,
+                    lock.hypothesis,
+                    flywheeled,
+                )
+            )
 
     def _trim(self) -> None:
         """Forget decoded bits and symbols no decision can come back to."""

@@ -31,6 +31,18 @@ What happens to a unit, in this order (the order of the random draws too):
 A draw is made only when its probability is non-zero.  ``get_timer()`` may return a
 time before the caller's clock (a unit that fell due during a ``send``): deliver it
 at once.
+
+A TM downlink can instead run over the concatenated code's inner code
+(``coding="conv"``, :mod:`linkstack.radio.coded`): each unit, a CADU, is
+convolutionally encoded as one continuous stream when sent, carried as coded bits
+through steps 1 to 3, 6 and 7 (its time on the air still counts the CADU's own bits:
+``rate_bps`` is the information rate, symbols go at twice it), and on arrival becomes
+BPSK soft symbols with white Gaussian noise at ``ebn0_db``, the session's phase
+ambiguity and ``slip_probability`` symbol slips; a soft-decision receiver turns them
+back into re-aligned CADUs, which ``deliveries`` hands out (a CADU one unit late: the
+Viterbi decoder's delay).  Its generator is seeded from ``rng`` at construction (one
+draw), so its noise leaves the other draws where they are.  ``ber`` and bursts act on
+the bits of an uncoded channel and are refused with ``coding="conv"``.
 """
 
 from __future__ import annotations
@@ -39,14 +51,23 @@ import heapq
 import math
 import random
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from linkstack.errors import InvalidState, LocalProtocolError
+
+if TYPE_CHECKING:
+    from linkstack.coding.tm import TmCodingConfig
+    from linkstack.radio.coded import CodedDownlink
 
 #: Speed of light in vacuum, m/s (exact by the SI definition of the metre).
 SPEED_OF_LIGHT_M_S: Final = 299_792_458.0
 #: Mean Earth radius of the spherical model, m.
 EARTH_RADIUS_M: Final = 6_371_000.0
+
+#: What carries a unit's bits: as they are ("none"), or the convolutional code over
+#: BPSK and white Gaussian noise ("conv", a TM downlink; linkstack.radio.coded).
+Coding = Literal["none", "conv"]
+CODINGS: Final[tuple[Coding, ...]] = get_args(Coding)
 
 
 def slant_range_m(altitude_m: float, elevation_deg: float) -> float:
@@ -93,7 +114,7 @@ class Outage:
 class ChannelConfig:
     """Impairments of one direction; see the module docstring for their order."""
 
-    #: Bits per second on the air.
+    #: Bits per second on the air (coding="conv": information bits, symbols at twice it).
     rate_bps: float
     #: One-way propagation delay, seconds.
     delay_s: float = 0.0
@@ -112,6 +133,12 @@ class ChannelConfig:
     #: Longest a held-back unit waits for a successor, seconds past its arrival time.
     reorder_hold_s: float = 1.0
     outages: tuple[Outage, ...] = ()
+    #: "none", or "conv": CADUs over the convolutional code (see the module docstring).
+    coding: Coding = "none"
+    #: coding="conv": Eb/N0 per information bit, dB; None gives noise-free symbols.
+    ebn0_db: float | None = None
+    #: coding="conv": probability per unit that one symbol is dropped or inserted.
+    slip_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.rate_bps > 0:
@@ -126,6 +153,7 @@ class ChannelConfig:
             "loss_probability",
             "duplicate_probability",
             "reorder_probability",
+            "slip_probability",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -135,6 +163,24 @@ class ChannelConfig:
                 f"burst_length_bits {self.burst_length_bits} must be >= 1 "
                 f"when burst_probability is {self.burst_probability}"
             )
+        self._check_coding()
+
+    def _check_coding(self) -> None:
+        if self.coding not in CODINGS:
+            raise LocalProtocolError(f"coding {self.coding!r} is not one of {', '.join(CODINGS)}")
+        if self.ebn0_db is not None and not math.isfinite(self.ebn0_db):
+            raise LocalProtocolError(f"ebn0_db {self.ebn0_db} is not a finite number of dB")
+        if self.coding == "none":
+            if self.ebn0_db is not None or self.slip_probability > 0:
+                raise LocalProtocolError(
+                    f"ebn0_db {self.ebn0_db} and slip_probability {self.slip_probability}"
+                    " need coding='conv' (an uncoded channel has ber)"
+                )
+        elif self.ber > 0 or self.burst_probability > 0:
+            raise LocalProtocolError(
+                f"ber {self.ber} and burst_probability {self.burst_probability} act on an"
+                " uncoded channel's bits: with coding='conv' the noise is ebn0_db"
+            )
 
 
 @dataclass(slots=True)
@@ -143,7 +189,7 @@ class ChannelStats:
 
     units_sent: int = 0
     bits_sent: int = 0
-    #: Copies handed out by ``deliveries``, duplicates included.
+    #: Copies handed out by ``deliveries``, duplicates included (coding="conv": CADUs).
     units_delivered: int = 0
     #: Lost to ``loss_probability``.
     units_lost: int = 0
@@ -175,15 +221,28 @@ class Channel:
         "_now",
         "_queue",
         "_seq",
+        "coded",
         "config",
         "rng",
         "stats",
     )
 
-    def __init__(self, config: ChannelConfig, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: ChannelConfig,
+        rng: random.Random,
+        *,
+        tm_coding: TmCodingConfig | None = None,
+    ) -> None:
+        """``tm_coding``: the link's TM coding, whose CADUs a coded channel carries
+        (default ``TmCodingConfig()``); unused by an uncoded one."""
         self.config = config
         self.rng = rng
         self.stats = ChannelStats()
+        #: The coded stage (coding="conv"): transmitter, noise and receiver; else None.
+        self.coded: CodedDownlink | None = None
+        if config.coding == "conv":
+            self.coded = _coded_stage(config, rng, tm_coding)
         #: (arrival time, tie-breaking sequence, unit), a heap.
         self._queue: list[tuple[float, int, bytes]] = []
         self._seq = 0
@@ -205,6 +264,8 @@ class Channel:
             raise LocalProtocolError("cannot send an empty unit")
         cfg, stats = self.config, self.stats
         bits = 8 * len(unit)
+        if self.coded is not None:  # the transmitter encodes all it sends
+            unit = self.coded.transmit(unit)
         start = max(now, self._busy_until)
         end = start + bits / cfg.rate_bps
         self._busy_until = end
@@ -243,6 +304,8 @@ class Channel:
         out: list[bytes] = []
         while self._queue and self._queue[0][0] <= now:
             out.append(heapq.heappop(self._queue)[2])
+        if self.coded is not None:  # coded bits in, re-aligned CADUs out
+            out = [cadu for coded in out for cadu in self.coded.receive(coded)]
         self.stats.units_delivered += len(out)
         return out
 
@@ -308,6 +371,24 @@ class Channel:
         self.stats.bits_flipped += mask.bit_count()
         value = int.from_bytes(unit, "big") ^ mask
         return value.to_bytes(len(unit), "big")
+
+
+def _coded_stage(
+    config: ChannelConfig, rng: random.Random, tm_coding: TmCodingConfig | None
+) -> CodedDownlink:
+    # Imported here: the Viterbi decoder brings numba, which an uncoded channel
+    # (and every program that only names a profile) need not load.
+    import numpy as np
+
+    from linkstack.coding.tm import TmCodingConfig
+    from linkstack.radio.coded import CodedDownlink
+
+    return CodedDownlink(
+        TmCodingConfig() if tm_coding is None else tm_coding,
+        ebn0_db=config.ebn0_db,
+        slip_probability=config.slip_probability,
+        rng=np.random.default_rng(rng.getrandbits(64)),
+    )
 
 
 # ---------------------------------------------------------------------------

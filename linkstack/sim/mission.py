@@ -27,6 +27,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from groundstation.assembler import AssemblerStats, TokenAssembler
 from groundstation.recovery import (
@@ -63,6 +64,9 @@ from linkstack.tm.channels import (
 )
 from onboard.generation import FinishReason, GenerationResult
 from onboard.service import CoreConfig, CoreCounters, Job, OnboardCore
+
+if TYPE_CHECKING:
+    from linkstack.radio.coded import CodedStats
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,10 @@ class MissionConfig:
             zero_ok = name in ("first_token_s", "settle_s")
             if not math.isfinite(value) or value < 0 or (not zero_ok and value == 0):
                 raise LocalProtocolError(f"{name} {value} s must be positive and finite")
+        if self.uplink.coding != "none":
+            raise LocalProtocolError(
+                f"uplink coding {self.uplink.coding!r}: only a downlink is coded"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +147,9 @@ class MissionResult:
     #: EndAcks up, resent TokenChunks and EndOfStreams down.
     recovery_uplink_octets: int
     recovery_downlink_octets: int
+    #: The coded downlink's stage (symbols, raw bit errors, slips, hypothesis), when the
+    #: downlink has coding="conv"; else None.
+    downlink_coded: CodedStats | None = None
 
     @property
     def match(self) -> bool:
@@ -175,7 +186,9 @@ class Mission:
         self._generate = generate
         seeds = random.Random(config.seed)
         self.uplink = Channel(config.uplink, random.Random(seeds.getrandbits(64)))
-        self.downlink = Channel(config.downlink, random.Random(seeds.getrandbits(64)))
+        self.downlink = Channel(
+            config.downlink, random.Random(seeds.getrandbits(64)), tm_coding=config.link.tm_coding
+        )
         ground_security, spacecraft_security = security or (None, None)
         self.ground = GroundEndpoint(config.link, ground_security)
         self.spacecraft = SpacecraftEndpoint(config.link, spacecraft_security)
@@ -448,6 +461,11 @@ class Mission:
             commands_executed=tuple(self._commands_executed),
             recovery_uplink_octets=self._recovery_up_octets,
             recovery_downlink_octets=self.core.counters.resent_octets,
+            downlink_coded=(
+                None
+                if self.downlink.coded is None
+                else dataclasses.replace(self.downlink.coded.stats)
+            ),
         )
 
 

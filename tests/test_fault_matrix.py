@@ -113,7 +113,27 @@ def matrix_rows() -> list[Row]:
             up={"ber": 0.0, "outages": (Outage(0.5, 60.0),)},
             loss_probability=0.10,
         ),
+        _coded_row(
+            "conv-3.5dB",
+            "downlink over the convolutional code: BPSK soft symbols at Eb/N0 3.5 dB,"
+            " random phase and offset",
+            ebn0_db=3.5,
+        ),
+        _coded_row(
+            "conv-slips",
+            "as conv-3.5dB, and one symbol slipped in 5 % of the CADUs",
+            ebn0_db=3.5,
+            slip_probability=0.05,
+        ),
     ]
+
+
+def _coded_row(name: str, description: str, **coded: Any) -> Row:
+    """A row whose downlink runs over the concatenated code (linkstack/radio/coded.py)."""
+    profile = link_profile("s-band")
+    uplink = dataclasses.replace(profile.uplink, ber=0.0)
+    downlink = dataclasses.replace(profile.downlink, ber=0.0, coding="conv", **coded)
+    return Row(name, description, uplink, downlink)
 
 
 ROWS = {row.name: row for row in matrix_rows()}
@@ -207,6 +227,13 @@ EXPECTED: dict[str, dict[str, int]] = {
         resend_requests=2,
         ids_requested=13,
         ids_resent=13,
+    ),
+    # What the Viterbi decoder leaves at 3.5 dB (raw BER about 6.7 %), R-S corrects.
+    "conv-3.5dB": _expect(rs_corrected=117),
+    # Each slip costs the CADU it hits (25 slips, 25 uncorrectable codeblocks); the
+    # token-stream recovery asks for what they carried.
+    "conv-slips": _expect(
+        rs_corrected=189, rs_uncorrectable=25, resend_requests=9, ids_requested=10, ids_resent=10
     ),
 }
 

@@ -3,39 +3,15 @@ code over BPSK and white Gaussian noise, linkstack.radio.coded), in process."""
 
 from __future__ import annotations
 
-import io
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from linkstack.cli.main import Streams, main
+from tests.test_cli_demo import reference, run_demo
 
 if TYPE_CHECKING:
     from onboard.model import ModelHandle
-
-
-def run_demo(*argv: str) -> tuple[int, bytes, str]:
-    stdout, stderr = io.BytesIO(), io.StringIO()
-    code = main(["demo", *argv], Streams(io.BytesIO(), stdout, stderr))
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
-def reference(handle: ModelHandle, record: dict[str, Any]) -> tuple[int, ...]:
-    """What ``onboard generate`` makes for the same prompt ids and parameters."""
-    from linkstack.inference.protocol import GenerationParams
-    from onboard.generation import generate
-    from onboard.service import params_from_wire
-
-    p = record["params"]
-    wire = GenerationParams.from_floats(
-        max_new_tokens=p["max_new_tokens"],
-        temperature=p["temperature"],
-        top_p=p["top_p"],
-        seed=p["seed"],
-        stop_ids=p["stop_ids"],
-    )
-    return generate(handle, record["prompt_ids"], params_from_wire(wire)).generated_ids
 
 
 @pytest.mark.slow

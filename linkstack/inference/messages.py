@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Self
 
 from linkstack.errors import LocalProtocolError
 from linkstack.inference.wire import (
@@ -220,10 +220,12 @@ def _unpack_request_only(data: bytes, message_type: MessageType, section: int) -
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
-    """Ground asks the spacecraft to stop a request (docs/protocol.md §5)."""
+class _RequestOnly:
+    """A message that names a request and nothing else: one codec for each such type."""
 
-    message_type: ClassVar[MessageType] = MessageType.CANCEL
+    message_type: ClassVar[MessageType]
+    #: The section of docs/protocol.md that defines the message.
+    section: ClassVar[int]
 
     request_id: int
 
@@ -234,27 +236,24 @@ class Cancel:
         return _pack_request_only(self.message_type, self.request_id)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Cancel:
-        return cls(_unpack_request_only(data, cls.message_type, 5))
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(_unpack_request_only(data, cls.message_type, cls.section))
 
 
 @dataclass(frozen=True, slots=True)
-class EndAck:
+class Cancel(_RequestOnly):
+    """Ground asks the spacecraft to stop a request (docs/protocol.md §5)."""
+
+    message_type: ClassVar[MessageType] = MessageType.CANCEL
+    section: ClassVar[int] = 5
+
+
+@dataclass(frozen=True, slots=True)
+class EndAck(_RequestOnly):
     """Ground holds a whole stream; the spacecraft may free it (docs/protocol.md §10.2)."""
 
     message_type: ClassVar[MessageType] = MessageType.END_ACK
-
-    request_id: int
-
-    def __post_init__(self) -> None:
-        _check_request_id(self.request_id)
-
-    def to_bytes(self) -> bytes:
-        return _pack_request_only(self.message_type, self.request_id)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> EndAck:
-        return cls(_unpack_request_only(data, cls.message_type, 10))
+    section: ClassVar[int] = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,10 @@ What they may import is checked by the import-linter contracts in pyproject.toml
 (``lint-imports``: no asyncio, socket, threading, time, selectors or subprocess, and no
 application), transitively.  What a contract cannot see is a call: this test walks
 each protocol module's syntax tree for ``print``, ``open`` and ``input`` and for the
-``os`` module, which only the two modules that own files may use: the SDLS key and
-counter files (``linkstack/sdls/keystore.py``) and the tokenizer's ranks cache
-(``linkstack/inference/tokenizer.py``).
+``os`` module, which only the modules that own files may use: the SDLS key and counter
+files (``linkstack/sdls/keystore.py``), the tokenizer's ranks cache
+(``linkstack/inference/tokenizer.py``) and the SigMF recordings
+(``linkstack/radio/sigmf_files.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
     "contracts"
 ][1]["source_modules"]
-OWNS_FILES = {"linkstack/sdls/keystore.py", "linkstack/inference/tokenizer.py"}
+OWNS_FILES = {
+    "linkstack/sdls/keystore.py",
+    "linkstack/inference/tokenizer.py",
+    "linkstack/radio/sigmf_files.py",
+}
 FORBIDDEN_MODULES = {"os", "shutil", "tempfile", "fcntl"}
 FORBIDDEN_CALLS = {"print", "open", "input"}
 

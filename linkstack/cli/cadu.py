@@ -66,7 +66,6 @@ from linkstack.coding.convolutional import (
     unpack_bits,
 )
 from linkstack.coding.soft import (
-    Hypothesis,
     HypothesisLocked,
     NrzmMode,
     SoftCaduSynchronizer,
@@ -364,15 +363,6 @@ def _report(io: Streams, record: dict[str, Any]) -> None:
     io.stderr.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
-def _hypothesis(hypothesis: Hypothesis) -> dict[str, Any]:
-    return {
-        "symbol_offset": hypothesis.symbol_offset,
-        "quarter_turn": hypothesis.quarter_turn,
-        "inverted": hypothesis.inverted,
-        "nrzm": hypothesis.nrzm,
-    }
-
-
 def _drain(next_event: Callable[[], object], io: Streams, *, sync_lines: bool) -> int:
     """Write the frames and JSON lines of the pending events; the count of drops."""
     failed = 0
@@ -386,7 +376,7 @@ def _drain(next_event: Callable[[], object], io: Streams, *, sync_lines: bool) -
                 "asm_errors": event.asm_errors,
             }
             if event.hypothesis is not None:
-                record["hypothesis"] = _hypothesis(event.hypothesis)
+                record["hypothesis"] = event.hypothesis.to_json()
             _report(io, record)
         elif isinstance(event, Dropped):
             failed += 1
@@ -397,7 +387,7 @@ def _drain(next_event: Callable[[], object], io: Streams, *, sync_lines: bool) -
                     record["corrected"] = list(event.corrected)
                 record["asm_errors"] = event.asm_errors
                 if event.hypothesis is not None:
-                    record["hypothesis"] = _hypothesis(event.hypothesis)
+                    record["hypothesis"] = event.hypothesis.to_json()
             record["detail"] = event.detail
             _report(io, record)
         elif sync_lines and isinstance(event, HypothesisLocked):
@@ -406,7 +396,7 @@ def _drain(next_event: Callable[[], object], io: Streams, *, sync_lines: bool) -
                 {
                     "event": "locked",
                     "at_symbol": event.at_symbol,
-                    "hypothesis": _hypothesis(event.hypothesis),
+                    "hypothesis": event.hypothesis.to_json(),
                 },
             )
         elif sync_lines and isinstance(event, SyncLost) and event.hypothesis is not None:
@@ -415,7 +405,7 @@ def _drain(next_event: Callable[[], object], io: Streams, *, sync_lines: bool) -
                 {
                     "event": "sync_lost",
                     "at_symbol": event.offset,
-                    "hypothesis": _hypothesis(event.hypothesis),
+                    "hypothesis": event.hypothesis.to_json(),
                 },
             )
     io.stdout.flush()

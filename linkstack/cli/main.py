@@ -42,7 +42,7 @@ class Streams:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from linkstack.cli import cadu, capture, cltu, demo, keys
+    from linkstack.cli import cadu, capture, cltu, demo, keys, radio
 
     parser = new_parser("linkstack", "CCSDS space-link stack for LLM inference in orbit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     cltu.register(commands)
     capture.register(commands)
     keys.register(commands)
+    radio.register(commands)
     return parser
 
 

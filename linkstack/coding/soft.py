@@ -273,6 +273,15 @@ class Hypothesis:
     #: NRZ-M is undone after the Viterbi decoder (CCSDS 131.0-B-5 3.3.3).
     nrzm: bool = False
 
+    def to_json(self) -> dict[str, int | bool | None]:
+        """The hypothesis as the JSON lines of the command-line tools give it."""
+        return {
+            "symbol_offset": self.symbol_offset,
+            "quarter_turn": self.quarter_turn,
+            "inverted": self.inverted,
+            "nrzm": self.nrzm,
+        }
+
     @property
     def phases(self) -> tuple[int, ...]:
         """The carrier phase errors (degrees) this hypothesis undoes: one, or two

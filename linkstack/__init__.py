@@ -1,9 +1,11 @@
 """linkstack: a sans-I/O CCSDS space-link stack.
 
-Protocol modules (one per CCSDS book) take bytes and ``now`` in and give events
-and bytes out; they open no socket, read no clock and print nothing.  The only
-modules that touch the outside world are the asyncio adapter (``linkstack.aio``)
-and the command-line entry points (``linkstack.cli``).
+Protocol packages (one per sublayer, named after its book) take bytes and ``now`` in
+and give events and bytes out; they open no socket, read no clock and print nothing.
+What touches the outside world is the asyncio adapter (``linkstack.aio``), the
+programs' shared foundation (``linkstack.console``), the composition on top
+(``linkstack.cli``, ``linkstack.sim``) and the few modules that own files; the layers
+are drawn in docs/architecture.md and checked by ``lint-imports``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

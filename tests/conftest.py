@@ -81,6 +81,7 @@ SLOW_MODULES = frozenset(
         "test_request_ids.py",
         "test_mission.py",
         "test_gnuradio_interop.py",
+        "test_radio_doppler.py",
     }
 )
 

@@ -42,6 +42,8 @@ from linkstack.console.base import (
     add_verbose_option,
     new_parser,
     os_cause,
+    positive_int,
+    positive_number,
     positive_seconds,
     text_program,
 )
@@ -120,10 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay a recorded session through the ground side, on the recorded times",
         description="Feed the CADUs of a capture (linkstack pcapng) through a fresh ground"
         " station at their recorded times and print the conversation as `ask` printed it;"
-        " or decode a plain file of concatenated CADUs.",
+        " or decode a plain file of concatenated CADUs, or demodulate and decode a pass"
+        " recorded as IQ samples (REC.sigmf-meta, as `linkstack radio tx` writes it).",
     )
     replay.add_argument(
-        "file", metavar="FILE", help="a .pcapng written with --capture, or concatenated CADUs"
+        "file",
+        metavar="FILE",
+        help="a .pcapng written with --capture, a SigMF recording (.sigmf-meta), or"
+        " concatenated CADUs",
     )
     replay.add_argument("--json", action="store_true", help="print one JSON object per request")
     replay.add_argument(
@@ -138,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SDLS key file of a protected session (its capture holds ciphertext only);"
         " nothing is written next to it",
     )
+    _add_iq_options(replay)
     add_verbose_option(replay)
     replay.set_defaults(handler=_replay)
     return parser
@@ -321,12 +328,72 @@ def _recorder(
     )
 
 
+#: ``replay`` options of an IQ recording: option dest -> the ``linkstack:`` field.
+_IQ_OPTIONS: Final = {
+    "modulation": "modulation",
+    "sps": "sps",
+    "conv_rate": "conv_rate",
+    "interleave": "interleave",
+    "frame_length": "frame_length",
+    "rolloff": "rolloff",
+    "nrzm": "nrzm",
+}
+
+
+def _add_iq_options(parser: argparse.ArgumentParser) -> None:
+    iq = parser.add_argument_group(
+        "IQ recordings (SigMF)",
+        "how the downlink was modulated and coded; by default the recording's linkstack:"
+        " fields, as `linkstack radio tx` writes them",
+    )
+    iq.add_argument(
+        "--modulation", choices=("bpsk", "qpsk"), default=None, help="BPSK or Gray-mapped QPSK"
+    )
+    iq.add_argument(
+        "--sps", type=positive_int, default=None, metavar="N", help="samples per symbol"
+    )
+    iq.add_argument(
+        "--conv-rate",
+        choices=("1/2", "2/3", "3/4", "5/6", "7/8"),
+        default=None,
+        help="convolutional code rate",
+    )
+    iq.add_argument(
+        "--interleave", type=positive_int, default=None, metavar="I", help="R-S interleaving depth"
+    )
+    iq.add_argument(
+        "--frame-length", type=positive_int, default=None, metavar="N", help="TM frame octets"
+    )
+    iq.add_argument(
+        "--rolloff", type=positive_number, default=None, metavar="A", help="SRRC roll-off"
+    )
+    iq.add_argument("--nrzm", choices=("off", "on", "auto"), default=None, help="NRZ-M in use")
+
+
+def _iq_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The IQ options given, as ``linkstack:`` field -> value."""
+    given: dict[str, object] = {}
+    for dest, name in _IQ_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            given[name] = {"off": False, "on": True}.get(value, value) if dest == "nrzm" else value
+    return given
+
+
 def _replay(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
     """``groundstation replay FILE``: the recorded conversation, replayed."""
-    from groundstation.replay import replay_file
+    from groundstation.replay import is_sigmf_path, replay_file
 
+    overrides = _iq_overrides(args)
+    if overrides and not is_sigmf_path(args.file):
+        names = ", ".join(f"--{name.replace('_', '-')}" for name in overrides)
+        raise UsageError(f"{names}: for a SigMF recording (.sigmf-meta) only")
     model, outcome = replay_file(
-        args.file, model=args.model, tokenizer_for=_load_tokenizer, keys=args.keys
+        args.file,
+        model=args.model,
+        tokenizer_for=_load_tokenizer,
+        keys=args.keys,
+        radio=overrides,
     )
     if outcome is None:
         return EXIT_OK  # pragma: no cover - replay_file returns a result or raises

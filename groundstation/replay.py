@@ -35,14 +35,25 @@ which a ground-side capture does not see.
 :func:`replay_cadu_stream` replays a plain file of concatenated CADUs (as SDR tools
 write them): no times, no metadata, no requests, so it decodes with the default link
 configuration and reports the token streams it finds per request id.
+
+:func:`replay_recording` replays a pass recorded as IQ samples (SigMF, as ``linkstack
+radio tx`` writes it): :class:`RecordingCadus` runs the samples through a
+:class:`~linkstack.radio.receiver.IqReceiver` with the settings of the recording's
+``linkstack:`` fields (:func:`iq_settings`; options win over them) and hands each
+decoded transfer frame on as a CADU to :func:`replay_cadu_stream`, which reports it
+as it reports a plain CADU file, with a ``radio`` entry for what the receiver did.
+The receiver hands out R-S decoded frames, not the CADUs as received, so each frame
+is encoded again (Reed-Solomon, randomizer, ASM) for the ground's synchronizer: the
+corrections the channel needed are in ``radio``, not in the ground's counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import selectors
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -61,6 +72,9 @@ from linkstack.capture import (
     read_cadu_file,
     read_capture,
 )
+from linkstack.coding.convolutional import CODE_RATES, CodeRate
+from linkstack.coding.soft import NrzmMode
+from linkstack.coding.tm import Basis, TmCodingConfig, encode_cadu
 from linkstack.endpoints import (
     GroundCounters,
     GroundEndpoint,
@@ -78,21 +92,30 @@ from linkstack.inference.protocol import (
 )
 from linkstack.inference.tokenizer import Tokenizer
 from linkstack.packets.space_packet import SpacePacket
+from linkstack.radio.modem import MODULATIONS, Modulation
+from linkstack.radio.receiver import CaduReceived, IqReceiver
+from linkstack.radio.recording import RecordingError
+from linkstack.radio.sigmf_files import Recording, read_recording
 from linkstack.sdls import LinkSecurity
 from linkstack.sdls.keystore import RoleSecurity, link_security, security_record
 
 __all__ = [
     "REPRODUCED_FIELDS",
     "TIMING_FIELDS",
+    "IqSettings",
     "RecordedRequest",
+    "RecordingCadus",
     "ReplayError",
     "ReplayResult",
     "VirtualClockLoop",
     "comparable",
+    "iq_settings",
+    "is_sigmf_path",
     "recorded_requests",
     "replay_cadu_stream",
     "replay_capture",
     "replay_file",
+    "replay_recording",
 ]
 
 #: Fields of the ``groundstation ask --json`` record a replay reproduces exactly.
@@ -557,6 +580,245 @@ def replay_cadu_stream(
     }
 
 
+# -- replay of an IQ recording (SigMF) -------------------------------------------------
+
+#: The ``linkstack:`` fields (``linkstack radio tx`` writes them) a recording must give,
+#: or the options in their place: the rest have defaults, as ``linkstack radio rx`` has.
+REQUIRED_IQ_FIELDS: Final = ("modulation", "sps", "conv_rate", "interleave")
+#: Every field :func:`iq_settings` reads, with the type ``radio tx`` writes.
+_IQ_FIELD_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
+    "modulation": str,
+    "sps": int,
+    "symbol_rate": (int, float),
+    "rolloff": (int, float),
+    "interleave": int,
+    "frame_length": int,
+    "conv_rate": str,
+    "nrzm": (bool, str),
+}
+#: Relative tolerance of core:sample_rate against linkstack:symbol_rate * sps.
+_RATE_TOLERANCE: Final = 1e-6
+_DEFAULT_ROLLOFF: Final = 0.35
+
+
+@dataclass(frozen=True, slots=True)
+class IqSettings:
+    """How a recording's downlink was modulated and coded: the receiver's settings."""
+
+    coding: TmCodingConfig
+    modulation: Modulation
+    sps: int
+    rolloff: float
+    rate: CodeRate
+    #: NRZ-M at the encoder input; "auto" tries NRZ-L and NRZ-M both.
+    nrzm: NrzmMode
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "modulation": self.modulation,
+            "sps": self.sps,
+            "rolloff": self.rolloff,
+            "conv_rate": self.rate,
+            "nrzm": self.nrzm,
+            "interleave": self.coding.interleave,
+            "frame_length": self.coding.frame_octets,
+        }
+
+
+def iq_settings(recording: Recording, overrides: Mapping[str, object] | None = None) -> IqSettings:
+    """The receiver's settings: ``overrides`` (``linkstack:`` field name -> value, None
+    for not given), else the recording's ``linkstack:`` fields, else the defaults.
+
+    Raises :class:`ReplayError` naming every required field neither gives, or a field
+    of the wrong type or value."""
+    where = recording.meta_path or recording.data_path
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, object] = {}
+    for name, kind in _IQ_FIELD_TYPES.items():
+        value = given.get(name, recording.meta.extensions.get(name))
+        if value is None:
+            continue
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ReplayError(
+                f"{where}: linkstack:{name} is {value!r}, not a value as linkstack radio tx"
+                " writes it"
+            )
+        values[name] = value
+    missing = [name for name in REQUIRED_IQ_FIELDS if name not in values]
+    if missing:
+        fields = ", ".join(f"linkstack:{name}" for name in missing)
+        options = " ".join(f"--{name.replace('_', '-')}" for name in missing)
+        raise ReplayError(
+            f"{where}: the recording does not say how its downlink was coded ({fields}"
+            f" missing, as linkstack radio tx writes them): give {options}"
+        )
+    modulation = values["modulation"]
+    if modulation not in MODULATIONS:
+        raise ReplayError(
+            f"{where}: linkstack:modulation {modulation!r} is not one of {', '.join(MODULATIONS)}"
+        )
+    rate = values["conv_rate"]
+    if rate not in CODE_RATES:
+        raise ReplayError(
+            f"{where}: linkstack:conv_rate {rate!r} is not one of {', '.join(CODE_RATES)}"
+        )
+    sps = values["sps"]
+    assert isinstance(sps, int)  # checked against _IQ_FIELD_TYPES above
+    symbol_rate = values.get("symbol_rate")
+    if isinstance(symbol_rate, int | float) and "sps" not in given:
+        expected = float(symbol_rate) * sps
+        rate_hz = recording.meta.sample_rate
+        if abs(expected - rate_hz) > _RATE_TOLERANCE * rate_hz:
+            raise ReplayError(
+                f"{where}: contradicting metadata: core:sample_rate {rate_hz:g} Hz is not"
+                f" linkstack:symbol_rate {float(symbol_rate):g} * linkstack:sps {sps}"
+                f" = {expected:g} Hz"
+            )
+    nrzm = values.get("nrzm", False)
+    if nrzm not in (True, False, "auto"):
+        raise ReplayError(f"{where}: linkstack:nrzm {nrzm!r} is neither true, false nor auto")
+    interleave, frame_length = values["interleave"], values.get("frame_length")
+    assert isinstance(interleave, int)
+    assert frame_length is None or isinstance(frame_length, int)
+    try:
+        coding = TmCodingConfig(interleave=interleave, frame_length=frame_length, basis=Basis.DUAL)
+    except LinkError as exc:
+        raise ReplayError(f"{where}: {exc}") from exc
+    rolloff = values.get("rolloff", _DEFAULT_ROLLOFF)
+    assert isinstance(rolloff, int | float)
+    return IqSettings(
+        coding=coding,
+        modulation=modulation,
+        sps=sps,
+        rolloff=float(rolloff),
+        rate=rate,
+        nrzm=nrzm,
+    )
+
+
+class RecordingCadus:
+    """The CADUs of a recording's downlink, as an iterable of octets.
+
+    Iterating it streams the samples through an :class:`IqReceiver` and gives each
+    decoded transfer frame encoded again as a CADU (the receiver hands out frames);
+    what the receiver did is counted as it goes (:meth:`to_json`)."""
+
+    def __init__(self, recording: Recording, settings: IqSettings) -> None:
+        self.recording = recording
+        self.settings = settings
+        try:
+            self.receiver = IqReceiver(
+                settings.coding,
+                sample_rate=recording.meta.sample_rate,
+                rate=settings.rate,
+                nrzm=settings.nrzm,
+                modulation=settings.modulation,
+                sps=settings.sps,
+                rolloff=settings.rolloff,
+            )
+        except LinkError as exc:
+            raise ReplayError(f"{recording.meta_path or recording.data_path}: {exc}") from exc
+        self.frames = 0
+        self.corrected_symbols = 0
+        #: CADUs the receiver found but could not decode, by reason.
+        self.dropped: dict[str, int] = {}
+        self.last: CaduReceived | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        receiver = self.receiver
+        for chunk in self.recording.iter_samples():
+            receiver.receive_samples(chunk)
+            yield from self._drain()
+        receiver.flush()
+        yield from self._drain()
+
+    def _drain(self) -> Iterator[bytes]:
+        while (event := self.receiver.next_event()) is not None:
+            if not isinstance(event, CaduReceived):
+                continue
+            self.last = event
+            if event.frame is None:
+                self.dropped[event.status] = self.dropped.get(event.status, 0) + 1
+                continue
+            self.frames += 1
+            self.corrected_symbols += sum(c for c in event.corrected if c > 0)
+            yield encode_cadu(event.frame, self.settings.coding)
+
+    def describe(self) -> str:
+        """The receiver's settings and what it read, in words."""
+        stats = self.receiver.stats
+        s = self.settings
+        return (
+            f"{stats.samples} samples ({stats.samples / self.recording.meta.sample_rate:.3f} s,"
+            f" {s.modulation}, sps {s.sps}, rate {s.rate}, I={s.coding.interleave})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``radio`` entry of the report."""
+        stats = self.receiver.stats
+        last = self.last
+        return {
+            "sample_rate": self.recording.meta.sample_rate,
+            "samples": stats.samples,
+            "duration_s": round(stats.samples / self.recording.meta.sample_rate, 6),
+            "settings": self.settings.to_json(),
+            "frames": self.frames,
+            "dropped": dict(sorted(self.dropped.items())),
+            "rs_corrected_symbols": self.corrected_symbols,
+            "invalid_samples": stats.demodulator.invalid_samples,
+            "frequency_offset_hz": _finite(None if last is None else last.frequency_offset_hz),
+            "snr_db": _finite(None if last is None else last.snr_db),
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return round(value, 3) if value is not None and math.isfinite(value) else None
+
+
+def replay_recording(
+    path: str | Path,
+    tokenizer: Tokenizer,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    keys: str | Path | None = None,
+) -> dict[str, Any]:
+    """Demodulate and decode the SigMF recording at ``path`` (its ``.sigmf-meta``,
+    ``.sigmf-data`` or base name) and replay its CADUs as :func:`replay_cadu_stream`
+    does; the report says ``"format": "sigmf-iq"`` and adds a ``radio`` entry.
+
+    ``overrides`` replace the recording's ``linkstack:`` fields (:func:`iq_settings`).
+    Every problem raises :class:`ReplayError` with one line naming the file."""
+    try:
+        # strict: a data file cut short (a partial last sample) is refused, not replayed.
+        recording = read_recording(path, strict=True)
+    except RecordingError as exc:
+        raise ReplayError(f"{path}: {exc}") from exc
+    settings = iq_settings(recording, overrides)
+    cadus = RecordingCadus(recording, settings)
+    source = str(path)
+    try:
+        report = replay_cadu_stream(
+            cadus, tokenizer, config=LinkConfig(tm_coding=settings.coding), source=source, keys=keys
+        )
+    except RecordingError as exc:  # the data file shrank while being read
+        raise ReplayError(f"{path}: {exc}") from exc
+    except ReplayError as exc:
+        if cadus.frames:
+            raise ReplayError(f"{path}: {exc}") from exc
+        report = None
+    if report is None:
+        if cadus.dropped:
+            dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(cadus.dropped.items()))
+            raise ReplayError(f"{path}: no CADU decoded in {cadus.describe()}: {dropped}")
+        raise ReplayError(
+            f"{path}: no CADU found in {cadus.describe()}: noise, or not this downlink"
+        )
+    report["format"] = "sigmf-iq"
+    report["radio"] = cadus.to_json()
+    return report
+
+
 # -- files -----------------------------------------------------------------------------
 
 #: pcapng Section Header Block type, libpcap magics (both byte orders, us and ns).
@@ -565,19 +827,34 @@ _PCAP_MAGICS: Final = frozenset(
 )
 
 
+#: File names :func:`replay_file` reads as SigMF recordings.
+SIGMF_SUFFIXES: Final = (".sigmf-meta", ".sigmf-data")
+
+
+def is_sigmf_path(path: str | Path) -> bool:
+    """``path`` names a SigMF recording (its metadata or its data file)."""
+    return str(path).endswith(SIGMF_SUFFIXES)
+
+
 def replay_file(
     path: str,
     *,
     model: str | None,
     tokenizer_for: Callable[[str], Tokenizer],
     keys: str | Path | None = None,
+    radio: Mapping[str, object] | None = None,
 ) -> tuple[str, ReplayResult | dict[str, Any]]:
-    """Read ``path`` (a linkstack capture, else a plain CADU stream) and replay it.
+    """Read ``path`` (a linkstack capture, a SigMF IQ recording named by its
+    ``.sigmf-meta`` or ``.sigmf-data``, else a plain CADU stream) and replay it.
 
     Returns the tokenizer's model spec and the :class:`ReplayResult` of a capture or
-    the report of :func:`replay_cadu_stream`.  Every problem with the file raises
-    :class:`ReplayError` with one clear line naming the file.
+    the report of :func:`replay_cadu_stream` (:func:`replay_recording` for IQ, whose
+    ``radio`` settings replace the recording's ``linkstack:`` fields).  Every problem
+    with the file raises :class:`ReplayError` with one clear line naming the file.
     """
+    if is_sigmf_path(path):
+        spec = model or "embedded"
+        return spec, replay_recording(path, tokenizer_for(spec), overrides=radio, keys=keys)
     try:
         with open(path, "rb") as stream:
             head = stream.read(4)

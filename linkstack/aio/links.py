@@ -47,14 +47,21 @@ class Link(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LinkAddress:
-    scheme: Literal["tcp", "udp"]
+    scheme: Literal["tcp", "udp", "zmq"]
     host: str
     port: int
 
     @classmethod
     def parse(cls, url: str) -> LinkAddress:
-        """``tcp://HOST:PORT`` or ``udp://HOST:PORT``; raises LocalProtocolError."""
+        """``tcp://HOST:PORT``, ``udp://HOST:PORT`` or ``zmq://HOST:PORT?iq=ENDPOINT...``
+        (:mod:`linkstack.aio.zmq_link`: HOST:PORT is its UDP uplink); raises
+        LocalProtocolError."""
         parts = urlsplit(url)
+        if parts.scheme == "zmq":
+            from linkstack.aio.zmq_link import ZmqOptions
+
+            uplink = ZmqOptions.parse(url).uplink
+            return cls("zmq", uplink.host, uplink.port)
         if parts.scheme not in ("tcp", "udp"):
             raise LocalProtocolError(
                 f"link {url!r}: scheme must be tcp:// or udp://, got {parts.scheme!r}"
@@ -311,8 +318,13 @@ async def _open_tcp(address: LinkAddress, role: Role, receiver: Receiver) -> Tcp
 
 async def open_link(url: str, *, role: Role, on_receive: Receiver) -> UdpLink | TcpLink:
     """Open ``tcp://HOST:PORT`` or ``udp://HOST:PORT``: the spacecraft listens or binds,
-    the ground connects or sends to it."""
+    the ground connects or sends to it; or ``zmq://`` (:mod:`linkstack.aio.zmq_link`:
+    a UDP uplink, the downlink as IQ samples over ZeroMQ)."""
     address = LinkAddress.parse(url)
+    if address.scheme == "zmq":
+        from linkstack.aio.zmq_link import open_zmq
+
+        return await open_zmq(url, role=role, on_receive=on_receive)
     if address.scheme == "udp":
         return await _open_udp(address, role, on_receive)
     return await _open_tcp(address, role, on_receive)

@@ -81,18 +81,22 @@ SLOW_MODULES = frozenset(
         "test_request_ids.py",
         "test_mission.py",
         "test_gnuradio_interop.py",
+        "test_radio_interop.py",
+        "test_replay_iq.py",
         "test_radio_doppler.py",
     }
 )
 
 
 #: Fixtures that make a test slow wherever it is: the model, and galois' field tables
-#: (the independent Reed-Solomon oracle takes seconds to build).
+#: (the independent Reed-Solomon oracle takes seconds to build).  Tests named
+#: ``*real_pipe*`` start two processes each and are slow too.
 SLOW_FIXTURES = frozenset({"embedded_model", "embedded_checkpoint", "field"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if item.path.name in SLOW_MODULES or fixtures & SLOW_FIXTURES:
+        starts_processes = "real_pipe" in item.name
+        if item.path.name in SLOW_MODULES or fixtures & SLOW_FIXTURES or starts_processes:
             item.add_marker(pytest.mark.slow)

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
+from bench_viterbi import median_seconds  # the sibling bench's timing helper
 
 from linkstack.radio import modem
 from linkstack.radio.modem import (
@@ -48,15 +48,6 @@ COMPILE_PROBE = (
     "i = time.perf_counter(); modem.compile_kernels(); c = time.perf_counter()\n"
     "print(f'{c - i:.3f}')\n"
 )
-
-
-def median_seconds(work: Callable[[], object], runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def cold_compile_seconds() -> float:

@@ -75,26 +75,8 @@ FER_TARGET = 0.1  # where the curves are compared
 SOFT_LEAD_BITS = 1024
 SOFT_TAIL_BITS = 256
 
-SATELLITE_YAML = """\
-name: TEST-CCSDS
-norad: 99999
-data:
-  &frames Frames:
-    unknown
-transmitters:
-  downlink:
-    frequency: 2.2e+9
-    modulation: BPSK
-    baudrate: 9600.0
-    framing: CCSDS Concatenated
-    RS basis: dual
-    RS interleaving: 1
-    convolutional: CCSDS
-    scrambler: CCSDS
-    frame size: 223
-    data:
-    - *frames
-"""
+#: The gr-satellites satellite file the interop tests use (CCSDS concatenated BPSK, I = 1).
+SATELLITE_YAML = (ROOT / "tests" / "gnuradio_helpers" / "ccsds_bpsk.yml").read_text()
 
 # Runs the gr_satellites program on a plain file (throughput only: at end of file it
 # stops and drops what is queued).  argv: SAT IQ SAMP_RATE KISS.

@@ -36,26 +36,8 @@ from tests.test_radio_cli import run, split
 HELPERS = Path(__file__).parent / "gnuradio_helpers"
 FRAMES = 20
 
-SATELLITE_YAML = """\
-name: TEST-CCSDS
-norad: 99999
-data:
-  &frames Frames:
-    unknown
-transmitters:
-  downlink:
-    frequency: 2.2e+9
-    modulation: BPSK
-    baudrate: 9600.0
-    framing: CCSDS Concatenated
-    RS basis: dual
-    RS interleaving: 1
-    convolutional: CCSDS
-    scrambler: CCSDS
-    frame size: 223
-    data:
-    - *frames
-"""
+#: A gr-satellites satellite file for CCSDS concatenated BPSK, I = 1, N = 223.
+SATELLITE_YAML = (HELPERS / "ccsds_bpsk.yml").read_text()
 
 
 def _missing() -> str | None:

@@ -4,9 +4,7 @@ from soft symbols, with symbol alignment, phase and NRZ-M found by the receiver.
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +40,7 @@ from linkstack.coding.tm import (
 )
 from linkstack.coding.viterbi import decode
 from linkstack.errors import Dropped, LocalProtocolError
+from tests.test_convolutional import GNURADIO_ENCODER, GNURADIO_PYTHON
 
 CONFIG_I1 = TmCodingConfig(interleave=1)
 CONFIG_I5 = TmCodingConfig(interleave=5)
@@ -634,25 +633,6 @@ def test_hypothesis_phases() -> None:
 
 
 # ----------------------------------------------------------------------- GNU Radio
-GNURADIO_PYTHON = Path("/usr/bin/python3")
-GNURADIO_ENCODER = textwrap.dedent(
-    """
-    import sys
-    from gnuradio import blocks, fec, gr
-    bits = list(sys.stdin.buffer.read())
-    framebits = int(sys.argv[1])
-    # gr-satellites' "convolutional: CCSDS": polynomials bit-reversed, negative =
-    # inverted output, streaming (no tail, state carried across frames), start state 0.
-    coder = fec.cc_encoder_make(framebits, 7, 2, [79, -109], 0, fec.CC_STREAMING, False)
-    top = gr.top_block()
-    source = blocks.vector_source_b(bits, False)
-    sink = blocks.vector_sink_b()
-    top.connect(source, fec.extended_encoder(encoder_obj_list=coder, threading=None,
-                                             puncpat="11"), sink)
-    top.run()
-    sys.stdout.buffer.write(bytes(sink.data()))
-    """
-)
 
 
 @pytest.mark.skipif(not GNURADIO_PYTHON.exists(), reason="no system Python for GNU Radio")

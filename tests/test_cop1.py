@@ -63,27 +63,35 @@ TC = TcVcConfig(scid=0x2A, vcid=3)
 _RCL = "REMOVE_ACKNOWLEDGED_FRAMES+CANCEL_TIMER+LOOK_FOR_FDU>1"
 _RRL = "REMOVE_ACKNOWLEDGED_FRAMES+INITIATE_AD_RETRANSMISSION+LOOK_FOR_FDU>2"
 _REJ = {s: f"REJECT>{s}" for s in range(1, 7)}
+# CLCW rows the book leaves "not applicable" in S4 and S5 although a legal CLCW reaches
+# them once an Alert has left NN(R) behind V(S) (5.2.2 does not move NN(R)): linkstack's
+# completion, argued in linkstack/tc/fop1_table.py (S4_S5_COMPLETIONS).
+_S4_SYNCH = {4: "ALERT:SYNCH>6", 5: "IGNORE>5"}
 
 EXPECTED_FOP: dict[str, dict[int, str]] = {
     "E1": {1: "IGNORE>1", 2: "ALERT:SYNCH>6", 3: "ALERT:SYNCH>6", 4: "CONFIRM+CANCEL_TIMER>1",
            5: "RELEASE_BC_FRAME+CONFIRM+CANCEL_TIMER>1", 6: "IGNORE>6"},
-    "E2": {1: _RCL, 2: _RCL, 3: _RCL, 6: "IGNORE>6"},
+    "E2": {1: _RCL, 2: _RCL, 3: _RCL} | _S4_SYNCH | {6: "IGNORE>6"},
     "E3": {1: "ALERT:CLCW>6", 2: "ALERT:CLCW>6", 3: "ALERT:CLCW>6", 4: "ALERT:CLCW>6",
            5: "ALERT:CLCW>6", 6: "IGNORE>6"},
     "E4": {1: "ALERT:SYNCH>6", 2: "ALERT:SYNCH>6", 3: "ALERT:SYNCH>6", 4: "ALERT:SYNCH>6",
            5: "IGNORE>5", 6: "IGNORE>6"},
-    "E5": {1: "IGNORE>1", 2: "ALERT:SYNCH>6", 3: "ALERT:SYNCH>6", 6: "IGNORE>6"},
-    "E6": {s: "REMOVE_ACKNOWLEDGED_FRAMES+LOOK_FOR_FDU>1" for s in (1, 2, 3)} | {6: "IGNORE>6"},
-    "E7": {1: "ALERT:CLCW>6", 2: "ALERT:CLCW>6", 3: "ALERT:CLCW>6", 6: "IGNORE>6"},
-    "E101": {s: "REMOVE_ACKNOWLEDGED_FRAMES+ALERT:LIMIT>6" for s in (1, 2, 3)} | {6: "IGNORE>6"},
-    "E102": {1: "ALERT:LIMIT>6", 2: "ALERT:LIMIT>6", 3: "ALERT:LIMIT>6", 6: "IGNORE>6"},
-    "E8": {1: _RRL, 2: _RRL, 3: _RRL, 6: "IGNORE>6"},
-    "E9": {s: "REMOVE_ACKNOWLEDGED_FRAMES>3" for s in (1, 2, 3)} | {6: "IGNORE>6"},
+    "E5": {1: "IGNORE>1", 2: "ALERT:SYNCH>6", 3: "ALERT:SYNCH>6"} | _S4_SYNCH | {6: "IGNORE>6"},
+    "E6": {s: "REMOVE_ACKNOWLEDGED_FRAMES+LOOK_FOR_FDU>1" for s in (1, 2, 3)} | _S4_SYNCH
+    | {6: "IGNORE>6"},
+    "E7": {1: "ALERT:CLCW>6", 2: "ALERT:CLCW>6", 3: "ALERT:CLCW>6", 4: "ALERT:CLCW>6",
+           5: "IGNORE>5", 6: "IGNORE>6"},
+    "E101": {s: "REMOVE_ACKNOWLEDGED_FRAMES+ALERT:LIMIT>6" for s in (1, 2, 3)} | _S4_SYNCH
+    | {6: "IGNORE>6"},
+    "E102": {1: "ALERT:LIMIT>6", 2: "ALERT:LIMIT>6", 3: "ALERT:LIMIT>6"} | _S4_SYNCH
+    | {6: "IGNORE>6"},
+    "E8": {1: _RRL, 2: _RRL, 3: _RRL} | _S4_SYNCH | {6: "IGNORE>6"},
+    "E9": {s: "REMOVE_ACKNOWLEDGED_FRAMES>3" for s in (1, 2, 3)} | _S4_SYNCH | {6: "IGNORE>6"},
     "E10": {1: "INITIATE_AD_RETRANSMISSION+LOOK_FOR_FDU>2", 2: "IGNORE>2",
-            3: "INITIATE_AD_RETRANSMISSION+LOOK_FOR_FDU>2", 6: "IGNORE>6"},
-    "E11": {1: "IGNORE>3", 2: "IGNORE>3", 3: "IGNORE>3", 6: "IGNORE>6"},
-    "E12": {1: "IGNORE>2", 2: "IGNORE>2", 3: "IGNORE>2", 6: "IGNORE>6"},
-    "E103": {1: "IGNORE>3", 2: "IGNORE>3", 3: "IGNORE>3", 6: "IGNORE>6"},
+            3: "INITIATE_AD_RETRANSMISSION+LOOK_FOR_FDU>2"} | _S4_SYNCH | {6: "IGNORE>6"},
+    "E11": {1: "IGNORE>3", 2: "IGNORE>3", 3: "IGNORE>3"} | _S4_SYNCH | {6: "IGNORE>6"},
+    "E12": {1: "IGNORE>2", 2: "IGNORE>2", 3: "IGNORE>2"} | _S4_SYNCH | {6: "IGNORE>6"},
+    "E103": {1: "IGNORE>3", 2: "IGNORE>3", 3: "IGNORE>3"} | _S4_SYNCH | {6: "IGNORE>6"},
     "E13": {1: "ALERT:NN_R>6", 2: "ALERT:NN_R>6", 3: "ALERT:NN_R>6", 4: "ALERT:NN_R>6",
             5: "IGNORE>5", 6: "IGNORE>6"},
     "E14": {1: "ALERT:LOCKOUT>6", 2: "ALERT:LOCKOUT>6", 3: "ALERT:LOCKOUT>6",
@@ -705,14 +713,33 @@ def test_farm_statistics_count_every_discard_reason() -> None:
 # ======================================================================================
 
 
-def test_clcw_for_another_vc_or_not_cop1_is_dropped() -> None:
+def test_clcw_for_another_vc_is_dropped_and_changes_nothing() -> None:
     fop = fop_in(FopState.S1, 2)
     assert isinstance(dropped := fop.receive_clcw(_clcw(fop.vs, vcid=4), 1.0), Dropped)
     assert dropped.reason == "wrong-vcid" and "VC 4" in dropped.detail
-    other = Clcw(vcid=TC.vcid, report_value=fop.vs, cop_in_effect=CopInEffect.RESERVED_2)
-    assert fop.receive_clcw(other, 1.0) is not None
     assert fop.state == FopState.S1 and fop.sent_queue_length == 2
-    assert fop.drops == {"cop-1/wrong-vcid": 1, "cop-1/not-cop-1": 1}
+    assert _drain(fop) == []
+    assert fop.drops == {"cop-1/wrong-vcid": 1}
+
+
+@pytest.mark.parametrize("state", [FopState.S1, FopState.S3, FopState.S4, FopState.S5])
+def test_clcw_reporting_another_cop_is_e15_alert_clcw(state: FopState) -> None:
+    """An invalid CLCW (COP in Effect not COP-1, 5.3.2 a) for this VC: row E15."""
+    fop = fop_in(state, 2)
+    other = Clcw(vcid=TC.vcid, report_value=fop.vs, cop_in_effect=CopInEffect.RESERVED_2)
+    assert isinstance(dropped := fop.receive_clcw(other, 1.0), Dropped)
+    assert dropped.reason == "not-cop-1" and "RESERVED_2" in dropped.detail
+    alerts = [n for n in _drain(fop) if isinstance(n, Alert)]
+    assert [(a.code, a.event, a.state) for a in alerts] == [(AlertCode.CLCW, FopEvent.E15, state)]
+    assert fop.state == FopState.S6 and fop.sent_queue_length == 0 and fop.get_timer() is None
+    assert fop.drops == {"cop-1/not-cop-1": 1}
+
+
+def test_clcw_reporting_another_cop_in_s6_is_ignored() -> None:
+    fop = FopEngine(FopConfig(tc=TC))
+    other = Clcw(vcid=TC.vcid, report_value=0, cop_in_effect=CopInEffect.RESERVED_0)
+    assert fop.receive_clcw(other, 1.0) is not None
+    assert fop.state == FopState.S6 and _drain(fop) == []
 
 
 def test_clcw_with_n_r_outside_sent_range_alerts_nn_r() -> None:
@@ -842,3 +869,154 @@ def test_farm_drops_undecodable_bytes() -> None:
     good = _ad(0).to_bytes()
     result = farm.receive_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert isinstance(result, Dropped) and farm.vr == 0
+
+
+# ======================================================================================
+# Timeout_Type 1: suspend, the suspended S6, resume (232.1-B-2 5.1.10, 5.2.16, 5.2.17)
+# ======================================================================================
+
+
+def fop_suspended(ss: int) -> FopEngine:
+    """A FOP-1 suspended from state ``ss`` by legal inputs: TT = 1 and T1 expiries."""
+    fop = FopEngine(
+        FopConfig(
+            tc=TC, window_width=8, transmission_limit=2, t1_initial=1.0,
+            timeout_type=TimeoutType.SUSPEND,
+        )
+    )  # fmt: skip
+    if ss == 4:
+        fop.initiate_ad_with_clcw(0.0)  # S4; no CLCW comes: E104 at the first expiry
+    else:
+        fop.initiate_ad_without_clcw(0.0)
+        fop.send_ad(b"a", 0.0)
+        fop.send_ad(b"b", 0.0)
+        if ss == 3:  # in S3 an expiry under the limit is ignored: reach the limit first
+            fop.handle_timer(1.0)  # E104 in S1: retransmission, Transmission_Count = 2
+        if ss != 1:
+            fop.receive_clcw(_clcw(fop.nn_r, retransmit=True, wait=ss == 3), 1.1)
+    now = 1.1 if ss == 3 else 0.0
+    while not fop.suspended:
+        timer = fop.get_timer()
+        assert timer is not None and timer > now
+        now = timer
+        fop.handle_timer(now)
+    notes = _drain(fop)
+    assert [n.suspend_state for n in notes if isinstance(n, Suspended)] == [ss]
+    assert not any(isinstance(n, Alert) for n in notes)
+    assert fop.state == FopState.S6 and fop.suspend_state == ss
+    assert fop.get_timer() is None
+    fop.frames_to_send()
+    return fop
+
+
+@pytest.mark.parametrize("ss", [1, 2, 3, 4])
+@pytest.mark.parametrize("event", list(FopEvent), ids=lambda e: e.name)
+def test_suspended_s6_every_event(ss: int, event: FopEvent) -> None:
+    """The S6 column once more, from S6 with SS = 1..4 (suspended, queues kept)."""
+    fop = fop_suspended(ss)
+    kept = fop.sent_queue_length
+    assert kept == (0 if ss == 4 else 2)
+    expected = EXPECTED_FOP[event.name].get(6)
+    if event.name in ("E31", "E32", "E33", "E34") and event.name != f"E{30 + ss}":
+        return  # Resume is classified from SS (resume_ad): no input gives another one
+    kwargs = {"clcw": _clcw_for(fop, event), "value": _VALUES.get(event.name)}
+    if expected is None:
+        if event.name in CALLER:
+            with pytest.raises(InvalidState, match=event.name):
+                fop.inject(event, 5.0, **kwargs)  # type: ignore[arg-type]
+        else:
+            assert fop.inject(event, 5.0, **kwargs).transition is None  # type: ignore[arg-type]
+            assert fop.state == FopState.S6 and fop.suspend_state == ss
+        return
+    names, next_state, alert = _parse(expected)
+    step = fop.inject(event, 5.0, **kwargs)  # type: ignore[arg-type]
+    assert step.transition is not None
+    assert [a.name for a in step.transition.actions] == names
+    assert fop.state == next_state
+    notes = _drain(fop)
+    assert [n.code.value for n in notes if isinstance(n, Alert)] == ([alert] if alert else [])
+    if "RESUME" in names:
+        assert fop.state == FopState(ss) and fop.suspend_state == 0
+        assert fop.get_timer() == 5.0 + 1.0  # 5.2.17 a) starts the Timer
+    elif "INITIALISE" in names:
+        bc_frames = sum(n.startswith("TRANSMIT_BC") for n in names)  # the new BC frame
+        assert fop.suspend_state == 0 and fop.sent_queue_length == bc_frames
+    elif "ALERT" not in names:
+        assert fop.suspend_state == ss and fop.sent_queue_length == kept  # nothing lost
+
+
+def test_resume_directive_is_classified_from_suspend_state() -> None:
+    """Resume AD is E30 when SS = 0 (Reject) and E31-E34 from SS (5.3, table 5-1)."""
+    fop = fop_suspended(2)
+    rid = fop.resume_ad(5.0)
+    assert [(n.request_id, n.outcome) for n in _drain(fop) if isinstance(n, DirectiveResponse)] == [
+        (rid, Outcome.ACCEPT), (rid, Outcome.POSITIVE_CONFIRM)
+    ]  # fmt: skip
+    assert fop.state == FopState.S2 and not fop.suspended
+    again = fop.resume_ad(6.0)  # SS = 0 in S2: E30, Reject
+    assert [(n.request_id, n.outcome) for n in _drain(fop) if isinstance(n, DirectiveResponse)] == [
+        (again, Outcome.REJECT)
+    ]
+    fop.terminate_ad(6.0)
+    _drain(fop)
+    rid = fop.resume_ad(7.0)  # SS = 0 in S6: E30, Reject
+    assert [(n.request_id, n.outcome) for n in _drain(fop) if isinstance(n, DirectiveResponse)] == [
+        (rid, Outcome.REJECT)
+    ]
+    assert fop_state(fop) == FopState.S6
+
+
+def test_outage_suspends_then_raise_limit_and_resume_delivers_once() -> None:
+    """Uplink dead past Transmission_Limit x T1 with TT = 1: FOP-1 suspends keeping the
+    frames; Resume alone never retransmits (Transmission_Count stays at the limit, so
+    the next expiry is E18 again); Set Transmission_Limit then Resume does, losslessly."""
+    loop = make_loop(limit=3, tt=TimeoutType.SUSPEND)
+    loop.fop.initiate_ad_without_clcw(0.0)
+    ids = [loop.fop.send_ad(bytes([i]), 0.0) for i in range(3)]
+    loop.frame_loss = 1.0  # uplink dead
+    loop.run(lambda: loop.fop.suspended)
+    assert loop.timer_expiries == 3 and loop.fop.stats.ad_retransmitted == 2 * 3
+    assert loop.fop.sent_queue_length == 3 and loop.alerts() == []
+    loop.frame_loss = 0.0  # uplink back
+    loop.fop.resume_ad(loop.now)
+    sent = loop.frames_sent
+    loop.run(lambda: loop.fop.suspended)  # E5 is ignored in S1, T1 expires: E18
+    assert loop.frames_sent == sent and loop.delivered == []
+    assert loop.fop.transmission_count == 3
+    loop.fop.set_transmission_limit(loop.fop.transmission_count + 3, loop.now)
+    loop.fop.resume_ad(loop.now)
+    loop.run(lambda: loop.fop.sent_queue_length == 0)
+    assert loop.delivered == [bytes([i]) for i in range(3)]  # once each, in order
+    assert [n.request_id for n in loop.outcomes(Outcome.POSITIVE_CONFIRM)] == ids
+    assert loop.alerts() == [] and loop.outcomes(Outcome.NEGATIVE_CONFIRM) == []
+    assert loop.fop.transmission_count == 1  # 5.2.8 reset it on the acknowledgement
+
+
+def test_s4_clcw_short_of_vs_after_an_alert_is_alert_synch() -> None:
+    """After an Alert with frames outstanding NN(R) < V(S) (5.2.2 leaves NN(R)); Initiate
+    with CLCW check then meets a CLCW with N(R) < V(S): E5, Alert [SYNCH] at once rather
+    than waiting out T1."""
+    loop = make_loop()
+    loop.fop.initiate_ad_without_clcw(0.0)
+    loop.frame_loss = 1.0
+    loop.fop.send_ad(b"x", 0.0)
+    loop.fop.send_ad(b"y", 0.0)
+    loop.pump()
+    loop.fop.terminate_ad(loop.now)
+    loop.pump()
+    assert loop.fop.vs == 2 and loop.fop.nn_r == 0 and loop.farm.vr == 0
+    loop.notes.clear()
+    did = loop.fop.initiate_ad_with_clcw(loop.now)
+    loop.pump()  # CLCW N(R) = 0 = NN(R) < V(S) = 2
+    alerts = [n for n in loop.notes if isinstance(n, Alert)]
+    assert [(a.code, a.event, a.state) for a in alerts] == [
+        (AlertCode.SYNCH, FopEvent.E5, FopState.S4)
+    ]
+    answers = [n.outcome for n in loop.notes if isinstance(n, DirectiveResponse)]
+    assert answers == [Outcome.ACCEPT, Outcome.NEGATIVE_CONFIRM] and did > 0
+    # The way out the book gives: Set V(S) to the CLCW's N(R), then Initiate again.
+    loop.fop.set_vs(loop.farm.clcw().report_value, loop.now)
+    loop.fop.initiate_ad_with_clcw(loop.now)
+    loop.frame_loss = 0.0
+    loop.pump()
+    assert loop.fop.state == FopState.S1

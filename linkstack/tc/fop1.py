@@ -141,8 +141,18 @@ class FopEngine:
     Procedures would) and issues the Request for the next one whenever the Wait_Queue
     is empty and FOP-1 is in S1-S3.
 
-    Row E15 of table 5-1 is in :data:`FOP_TABLE`, but no CLCW is ever classified into
-    it: E1-E14 and E101-E103 already cover every combination of the flags and N(R).
+    A CLCW for this VC whose COP in Effect is not COP-1 is an invalid CLCW: it is
+    counted as a drop (``not-cop-1``) and runs row E15 (Alert [CLCW] in S1-S5).  A CLCW
+    for another VC is only counted (``wrong-vcid``): on a shared master channel it is
+    another FOP-1's.
+
+    Timeout_Type 1 (5.1.10): a T1 expiry with Transmission_Count at the limit runs E18
+    and Suspends (5.2.16) to S6, remembering the state in :attr:`suspend_state` (SS)
+    and keeping the Sent_Queue, the Wait_Queue and the backlog.  :meth:`resume_ad`
+    (E31-E34) returns to that state and restarts T1 (5.2.17); Resume leaves
+    Transmission_Count where it was, so the caller that wants further retransmissions
+    raises the limit first (:meth:`set_transmission_limit`, E38, accepted in every
+    state).
     """
 
     def __init__(self, config: FopConfig) -> None:
@@ -182,6 +192,16 @@ class FopEngine:
     def config(self) -> FopConfig:
         """Current managed parameters (Set directives replace them)."""
         return self._params
+
+    @property
+    def suspended(self) -> bool:
+        """The AD Service is suspended (S6 with SS != 0, 5.1.10): :meth:`resume_ad`."""
+        return self.suspend_state != 0
+
+    @property
+    def transmission_limit(self) -> int:
+        """Transmission_Limit now in force (5.1.10)."""
+        return self._params.transmission_limit
 
     @property
     def sent_queue_length(self) -> int:
@@ -332,13 +352,19 @@ class FopEngine:
     # -- CLCW and lower layer ---------------------------------------------------------
 
     def receive_clcw(self, clcw: Clcw, now: float) -> Dropped | None:
-        """Take in a CLCW reported for this VC; returns a Dropped if it fails 5.3.2 checks."""
+        """Take in a CLCW; returns a Dropped if it fails the 5.3.2 checks.
+
+        A CLCW for another VC goes no further; one for this VC that reports another COP
+        also runs row E15 (an invalid CLCW).
+        """
         self._now = now
         vcid = self._config.tc.vcid
-        if clcw.cop_in_effect != CopInEffect.COP_1:
-            return self._drop("not-cop-1", f"COP in Effect {clcw.cop_in_effect.name}", now)
         if clcw.vcid != vcid:
             return self._drop("wrong-vcid", f"CLCW for VC {clcw.vcid}, this FOP is VC {vcid}", now)
+        dropped = None
+        if clcw.cop_in_effect != CopInEffect.COP_1:
+            # 5.3.2 a) fails: an invalid CLCW, table 5-1 row E15 (classify_clcw).
+            dropped = self._drop("not-cop-1", f"COP in Effect {clcw.cop_in_effect.name}", now)
         event = classify_clcw(
             clcw,
             vs=self.vs,
@@ -348,7 +374,7 @@ class FopEngine:
         )
         logger.debug("< CLCW N(R)=%d %s in %s", clcw.report_value, event.name, self.state.name)
         self._run(event, _Pending(clcw=clcw), now)
-        return None
+        return dropped
 
     def lower_layer_response(self, frame_type: FrameType, accepted: bool, now: float) -> None:
         """The Lower Procedures' Accept/Reject Response: E41-E46.

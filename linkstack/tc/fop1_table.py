@@ -5,8 +5,16 @@ names them, the actions (5.2), the table as a dict keyed by ``(state, event)``, 
 :func:`classify_clcw`, which turns a received CLCW into its event.  The engine that
 executes the table is :class:`linkstack.tc.fop1.FopEngine`.
 
-Cells the book marks "not applicable" are absent from :data:`FOP_TABLE`.  All
-sequence-number arithmetic is modulo 256 (5.2.1 note).
+Cells the book marks "not applicable" are absent from :data:`FOP_TABLE`, with one
+exception, named :data:`S4_S5_COMPLETIONS`: the CLCW rows E2, E5-E12 and E101-E103 in
+S4 and S5.  The book has no cell there because it takes NN(R) = V(S) on entering S4 or
+S5, but 'Purge the Sent_Queue' (5.2.2) leaves NN(R) where it was, so after an Alert
+with frames outstanding a legal CLCW does reach those cells.  In S4, a CLCW whose N(R)
+is valid but is not V(S), or is V(S) while FOP-1 still expects older acknowledgements,
+cannot confirm the Initiate directive and never will: Alert [SYNCH] (Alert [CLCW] for
+E7, Wait = 1, as E3 in S4).  In S5 the CLCW may predate the Type-BC frame taking
+effect, as for E4, E13 and E14 there: Ignore.  All sequence-number arithmetic is modulo
+256 (5.2.1 note).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
 
-from linkstack.tc.clcw import Clcw
+from linkstack.tc.clcw import Clcw, CopInEffect
 from linkstack.tc.cop1_common import AlertCode, mod
 
 # ======================================================================================
@@ -75,7 +83,7 @@ class FopEvent(Enum):
     E103 = "CLCW: Lockout=0, N(R)<V(S), Retransmit=1, N(R)=NN(R), TC>=TL, Wait=1"
     E13 = "CLCW: Lockout=0, invalid N(R)"
     E14 = "CLCW: Lockout=1"
-    E15 = "CLCW: row E15 of table 5-1 (never classified here, see FopEngine docs)"
+    E15 = "CLCW for this VC that reports a COP other than COP-1 (an invalid CLCW)"
     # Timer expiry
     E16 = "Timer expires, TC<TL, TT=0"
     E104 = "Timer expires, TC<TL, TT=1"
@@ -291,9 +299,27 @@ _row(_E.E14, {
     _S.S5: _t(_S.S5, _A.IGNORE),
     _S.S6: _t(_S.S6, _A.IGNORE),
 })  # fmt: skip
-# Table 5-1 row E15: no CLCW is classified into it (see classify_clcw); the provenance
-# of its cells, as of every cell, is in tests/test_cop1.py
+# Table 5-1 row E15, an invalid CLCW: FopEngine.receive_clcw classifies a CLCW for this
+# VC whose COP in Effect is not COP-1 (5.3.2 a) into it; the provenance of its cells, as
+# of every cell, is in tests/test_cop1.py
 _row(_E.E15, {**{s: _alert(AlertCode.CLCW) for s in _ALL_BUT_INITIAL}, _S.S6: _t(_S.S6)})
+# -- S4 and S5 on CLCW rows the book leaves not applicable there (module docstring) -----
+#: The (state, event) cells linkstack adds to table 5-1, and why: see the module text.
+S4_S5_COMPLETIONS: Final = frozenset(
+    (state, event)
+    for state in (_S.S4, _S.S5)
+    for event in (
+        _E.E2, _E.E5, _E.E6, _E.E7, _E.E101, _E.E102,
+        _E.E8, _E.E9, _E.E10, _E.E11, _E.E12, _E.E103,
+    )
+)  # fmt: skip
+for _state, _event in sorted(S4_S5_COMPLETIONS, key=lambda c: (c[0], c[1].name)):
+    if _state == _S.S5:
+        FOP_TABLE[(_state, _event)] = _t(_S.S5, _A.IGNORE)
+    elif _event == _E.E7:
+        FOP_TABLE[(_state, _event)] = _alert(AlertCode.CLCW)
+    else:
+        FOP_TABLE[(_state, _event)] = _alert(AlertCode.SYNCH)
 # -- Timer expiry; S6 not applicable (no timer runs in S6) -------------------------------
 # Table 5-1 row E16
 _row(_E.E16, {
@@ -420,11 +446,14 @@ def classify_clcw(
     transmission_count: int,
     transmission_limit: int,
 ) -> FopEvent:
-    """The table 5-1 CLCW event (E1-E14, E101-E103) for ``clcw``; a pure function.
+    """The table 5-1 CLCW event (E1-E15, E101-E103) for ``clcw``; a pure function.
 
-    Assumes the pre-table checks (COP in Effect, VCID; 5.3.2) passed.  N(R) is valid
-    when NN(R) <= N(R) <= V(S) modulo 256.
+    Assumes the CLCW is for this VC (5.3.2 b).  One whose COP in Effect is not COP-1
+    (5.3.2 a) is E15, an invalid CLCW.  N(R) is valid when NN(R) <= N(R) <= V(S)
+    modulo 256.
     """
+    if clcw.cop_in_effect != CopInEffect.COP_1:
+        return FopEvent.E15
     if clcw.lockout:
         return FopEvent.E14
     nr = clcw.report_value
@@ -464,6 +493,7 @@ class FopStep:
 __all__ = [
     "CALLER_EVENTS",
     "FOP_TABLE",
+    "S4_S5_COMPLETIONS",
     "FopAction",
     "FopEvent",
     "FopState",

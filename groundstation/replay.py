@@ -39,12 +39,13 @@ configuration and reports the token streams it finds per request id.
 :func:`replay_recording` replays a pass recorded as IQ samples (SigMF, as ``linkstack
 radio tx`` writes it): :class:`RecordingCadus` runs the samples through a
 :class:`~linkstack.radio.receiver.IqReceiver` with the settings of the recording's
-``linkstack:`` fields (:func:`iq_settings`; options win over them) and hands each
-decoded transfer frame on as a CADU to :func:`replay_cadu_stream`, which reports it
-as it reports a plain CADU file, with a ``radio`` entry for what the receiver did.
-The receiver hands out R-S decoded frames, not the CADUs as received, so each frame
-is encoded again (Reed-Solomon, randomizer, ASM) for the ground's synchronizer: the
-corrections the channel needed are in ``radio``, not in the ground's counters.
+``linkstack:`` fields (:func:`iq_settings`; options win over them) and hands each CADU
+*as received* (``output="cadus"``: aligned, Viterbi-decoded, still randomized, not
+R-S corrected) to :func:`replay_cadu_stream`, which reports it as it reports a plain
+CADU file, with a ``radio`` entry for what the receiver did.  The ground's own
+synchronizer derandomizes and R-S decodes those CADUs, so the corrections the channel
+needed are in the ground's counters (``rs_corrected_symbols``, ``rs_uncorrectable``),
+as for any other link.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from linkstack.capture import (
 )
 from linkstack.coding.convolutional import CODE_RATES, CodeRate
 from linkstack.coding.soft import NrzmMode
-from linkstack.coding.tm import Basis, TmCodingConfig, encode_cadu
+from linkstack.coding.tm import Basis, TmCodingConfig
 from linkstack.endpoints import (
     GroundCounters,
     GroundEndpoint,
@@ -700,9 +701,9 @@ def iq_settings(recording: Recording, overrides: Mapping[str, object] | None = N
 class RecordingCadus:
     """The CADUs of a recording's downlink, as an iterable of octets.
 
-    Iterating it streams the samples through an :class:`IqReceiver` and gives each
-    decoded transfer frame encoded again as a CADU (the receiver hands out frames);
-    what the receiver did is counted as it goes (:meth:`to_json`)."""
+    Iterating it streams the samples through an :class:`IqReceiver` with
+    ``output="cadus"`` and gives each CADU as received (for the ground to R-S decode
+    and count); what the receiver did is counted as it goes (:meth:`to_json`)."""
 
     def __init__(self, recording: Recording, settings: IqSettings) -> None:
         self.recording = recording
@@ -716,12 +717,14 @@ class RecordingCadus:
                 modulation=settings.modulation,
                 sps=settings.sps,
                 rolloff=settings.rolloff,
+                output="cadus",
             )
         except LinkError as exc:
             raise ReplayError(f"{recording.meta_path or recording.data_path}: {exc}") from exc
-        self.frames = 0
-        self.corrected_symbols = 0
-        #: CADUs the receiver found but could not decode, by reason.
+        #: CADUs handed on, and the ASM bit errors among them.
+        self.cadus = 0
+        self.asm_errors = 0
+        #: CADUs the receiver found but could not hand on (cut by the end), by reason.
         self.dropped: dict[str, int] = {}
         self.last: CaduReceived | None = None
 
@@ -738,12 +741,12 @@ class RecordingCadus:
             if not isinstance(event, CaduReceived):
                 continue
             self.last = event
-            if event.frame is None:
+            if event.cadu is None:
                 self.dropped[event.status] = self.dropped.get(event.status, 0) + 1
                 continue
-            self.frames += 1
-            self.corrected_symbols += sum(c for c in event.corrected if c > 0)
-            yield encode_cadu(event.frame, self.settings.coding)
+            self.cadus += 1
+            self.asm_errors += event.asm_errors
+            yield event.cadu
 
     def describe(self) -> str:
         """The receiver's settings and what it read, in words."""
@@ -763,9 +766,9 @@ class RecordingCadus:
             "samples": stats.samples,
             "duration_s": round(stats.samples / self.recording.meta.sample_rate, 6),
             "settings": self.settings.to_json(),
-            "frames": self.frames,
+            "cadus": self.cadus,
+            "asm_errors": self.asm_errors,
             "dropped": dict(sorted(self.dropped.items())),
-            "rs_corrected_symbols": self.corrected_symbols,
             "invalid_samples": stats.demodulator.invalid_samples,
             "frequency_offset_hz": _finite(None if last is None else last.frequency_offset_hz),
             "snr_db": _finite(None if last is None else last.snr_db),
@@ -804,8 +807,11 @@ def replay_recording(
     except RecordingError as exc:  # the data file shrank while being read
         raise ReplayError(f"{path}: {exc}") from exc
     except ReplayError as exc:
-        if cadus.frames:
-            raise ReplayError(f"{path}: {exc}") from exc
+        if cadus.cadus:  # aligned, handed on, but the ground's R-S refused every one
+            raise ReplayError(
+                f"{path}: no CADU found in {cadus.describe()} that R-S decodes"
+                f" ({cadus.cadus} aligned, all uncorrectable)"
+            ) from exc
         report = None
     if report is None:
         if cadus.dropped:

@@ -15,7 +15,7 @@ from linkstack.endpoints import LinkConfig, SpacecraftEndpoint
 from linkstack.inference.messages import EndOfStream, FinishReason, TokenChunk
 from linkstack.inference.tokenizer import Tokenizer
 from linkstack.radio.modem import Impairments, impair
-from linkstack.radio.receiver import IqTransmitter
+from linkstack.radio.receiver import CaduReceived, IqReceiver, IqTransmitter
 from linkstack.radio.recording import Datatype, RecordingMeta
 from linkstack.radio.sigmf_files import write_recording
 
@@ -77,14 +77,14 @@ def downlink_frames(tokenizer: Tokenizer) -> tuple[list[bytes], dict[int, list[i
     return frames, sent
 
 
-def iq_samples(frames: list[bytes], *, seed: int = 1) -> np.ndarray:
-    """BPSK at Eb/N0 6 dB, 1.5 kHz carrier offset (2.3 % of the symbol rate)."""
+def iq_samples(frames: list[bytes], *, seed: int = 1, ebn0_db: float = 6.0) -> np.ndarray:
+    """BPSK at Eb/N0 6 dB (by default), 1.5 kHz carrier offset (2.3 % of the symbol rate)."""
     transmitter = IqTransmitter(CODING, sps=SPS)
     block = transmitter.transmit(frames)
     samples = np.concatenate((block.samples, transmitter.flush()))
     impaired = impair(
         samples,
-        Impairments(offset_hz=1500.0, phase=1.0, ebn0_db=6.0, code_rate=0.5),
+        Impairments(offset_hz=1500.0, phase=1.0, ebn0_db=ebn0_db, code_rate=0.5),
         modulation="bpsk",
         sps=SPS,
         sample_rate=BAUD * SPS,
@@ -139,6 +139,31 @@ def test_a_recorded_pass_replays_its_token_streams(
     assert report["radio"]["dropped"] == {}
     assert report["radio"]["settings"]["interleave"] == 1
     assert abs(report["radio"]["frequency_offset_hz"] - 1500.0) < 100.0
+
+
+def test_the_ground_counts_the_rs_corrections(
+    tmp_path: Path, tokenizer: Tokenizer, xdg_cache_home: object
+) -> None:
+    """The replay hands the ground the CADUs as received, so the ground's R-S decoder
+    corrects and counts what the channel did: the same corrections an IqReceiver that
+    R-S decodes itself (output="frames") finds in the same samples."""
+    frames, _ = downlink_frames(tokenizer)
+    samples = iq_samples(frames, seed=4, ebn0_db=3.0)
+    meta = write(tmp_path / "weak", samples)
+    code, out, err = replay(str(meta), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    receiver = IqReceiver(CODING, sample_rate=BAUD * SPS, sps=SPS)
+    receiver.receive_samples(samples)
+    receiver.flush()
+    events = [e for e in iter(receiver.next_event, None) if isinstance(e, CaduReceived)]
+    decoded = [e for e in events if e.status == "decoded"]
+    corrected = sum(c for e in decoded for c in e.corrected)
+    assert corrected > 0  # Eb/N0 3 dB: the code has work to do
+    assert report["counters"]["rs_corrected_symbols"] == corrected
+    assert report["counters"]["frames_received"] == len(decoded)
+    assert report["counters"]["rs_uncorrectable"] == len(events) - len(decoded)
+    assert report["radio"]["cadus"] == len(events)
 
 
 def test_without_json_the_text_of_each_stream(

@@ -29,6 +29,7 @@ from linkstack.errors import LocalProtocolError
 from linkstack.radio.channel import Channel, ChannelConfig
 
 if TYPE_CHECKING:
+    from linkstack.aio.zmq_link import ZmqLink
     from linkstack.coding.tm import TmCodingConfig
 
 logger = logging.getLogger(__name__)
@@ -53,15 +54,16 @@ class LinkAddress:
 
     @classmethod
     def parse(cls, url: str) -> LinkAddress:
-        """``tcp://HOST:PORT``, ``udp://HOST:PORT`` or ``zmq://HOST:PORT?iq=ENDPOINT...``
-        (:mod:`linkstack.aio.zmq_link`: HOST:PORT is its UDP uplink); raises
+        """``tcp://HOST:PORT``, ``udp://HOST:PORT`` or a ``zmq://`` URL
+        (:mod:`linkstack.aio.zmq_link`: HOST:PORT is the UDP uplink of its ``iq=`` form;
+        its ``tx=``/``rx=`` form has none, and gives host "" and port 0); raises
         LocalProtocolError."""
         parts = urlsplit(url)
         if parts.scheme == "zmq":
             from linkstack.aio.zmq_link import ZmqOptions
 
             uplink = ZmqOptions.parse(url).uplink
-            return cls("zmq", uplink.host, uplink.port)
+            return cls("zmq", "", 0) if uplink is None else cls("zmq", uplink.host, uplink.port)
         if parts.scheme not in ("tcp", "udp"):
             raise LocalProtocolError(
                 f"link {url!r}: scheme must be tcp:// or udp://, got {parts.scheme!r}"
@@ -316,10 +318,10 @@ async def _open_tcp(address: LinkAddress, role: Role, receiver: Receiver) -> Tcp
     return link
 
 
-async def open_link(url: str, *, role: Role, on_receive: Receiver) -> UdpLink | TcpLink:
+async def open_link(url: str, *, role: Role, on_receive: Receiver) -> UdpLink | TcpLink | ZmqLink:
     """Open ``tcp://HOST:PORT`` or ``udp://HOST:PORT``: the spacecraft listens or binds,
     the ground connects or sends to it; or ``zmq://`` (:mod:`linkstack.aio.zmq_link`:
-    a UDP uplink, the downlink as IQ samples over ZeroMQ)."""
+    IQ samples over ZeroMQ, both ways or the downlink only with a UDP uplink)."""
     address = LinkAddress.parse(url)
     if address.scheme == "zmq":
         from linkstack.aio.zmq_link import open_zmq

@@ -27,7 +27,12 @@ R-S decodes.  Each CADU it decodes or drops becomes one :class:`CaduReceived` ev
 with its place in the recording (sample index and time, ``sample / sample_rate``)
 and what the demodulator measured there (carrier frequency offset in Hz, Es/N0),
 with the synchronizer's hypothesis, ASM bit errors and R-S corrections; each lock
-and loss of lock a :class:`SyncChanged`.
+and loss of lock a :class:`SyncChanged`.  With ``output="cadus"`` the synchronizer
+stops short of the R-S decoder: each CADU found is a :class:`CaduReceived` with
+status ``"aligned"`` and the ``cadu`` as received (ASM, then the decided codeblock,
+still randomized; :class:`~linkstack.coding.soft.CaduAligned`), for a ground endpoint
+whose own synchronizer derandomizes, corrects and counts, as it does for CADUs from
+any other link.
 
 Where a CADU sits: the demodulator works in blocks of ``block_samples`` samples and
 the receiver notes, after each, how many symbols it has produced and what its loops
@@ -61,10 +66,12 @@ from linkstack.coding.convolutional import (
     unpack_bits,
 )
 from linkstack.coding.soft import (
+    CaduAligned,
     Hypothesis,
     HypothesisLocked,
     NrzmMode,
     SoftCaduSynchronizer,
+    SoftOutput,
     SoftSyncStats,
 )
 from linkstack.coding.tm import (
@@ -297,7 +304,8 @@ def _vc_count(frame: bytes) -> int | None:
 class CaduReceived:
     """One CADU decoded or dropped, and where in the recording."""
 
-    #: "decoded", or the drop's reason (``uncorrectable``, ``truncated``...).
+    #: "decoded", "aligned" (``output="cadus"``), or the drop's reason
+    #: (``uncorrectable``, ``truncated``...).
     status: str
     #: The transfer frame, when decoded.
     frame: bytes | None
@@ -319,6 +327,8 @@ class CaduReceived:
     symbol: int
     #: Why it was dropped, in words ("" when decoded).
     detail: str = ""
+    #: ``output="cadus"``: the CADU as received (status "aligned"); None otherwise.
+    cadu: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -381,6 +391,7 @@ class IqReceiver:
         loops: LoopConfig | None = None,
         block_samples: int = DEFAULT_BLOCK_SAMPLES,
         history_cadus: int = DEFAULT_HISTORY_CADUS,
+        output: SoftOutput = "frames",
     ) -> None:
         if not (isinstance(sample_rate, int | float) and math.isfinite(sample_rate)):
             raise LocalProtocolError(f"sample_rate {sample_rate!r} is not a number of Hz")
@@ -389,7 +400,11 @@ class IqReceiver:
         )
         self.sample_rate = float(sample_rate)
         self.synchronizer = SoftCaduSynchronizer(
-            coding, rate=rate, nrzm=nrzm, modulation=self.demodulator.shape.modulation
+            coding,
+            rate=rate,
+            nrzm=nrzm,
+            modulation=self.demodulator.shape.modulation,
+            output=output,
         )
         for name, value in (("block_samples", block_samples), ("history_cadus", history_cadus)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -483,6 +498,23 @@ class IqReceiver:
                         corrected=tuple(event.corrected),
                         symbol=event.offset,
                         detail="" if isinstance(event, FrameDecoded) else event.detail,
+                    )
+                )
+            elif isinstance(event, CaduAligned):
+                sample, note = self._place(event.offset)
+                self._events.append(
+                    CaduReceived(
+                        status="aligned",
+                        frame=None,
+                        sample=sample,
+                        time_s=sample / self.sample_rate,
+                        frequency_offset_hz=note.frequency_offset_hz,
+                        snr_db=note.snr_db,
+                        hypothesis=event.hypothesis,
+                        asm_errors=event.asm_errors,
+                        corrected=(),
+                        symbol=event.offset,
+                        cadu=event.cadu,
                     )
                 )
             elif isinstance(event, Dropped):  # a drop without a place (none today)

@@ -720,7 +720,7 @@ def test_sa_validation_names_the_values() -> None:
         SecurityAssociation(spi=1, link=Link.TC, vcids=frozenset({0}), key_id=5)
     with pytest.raises(LocalProtocolError, match="exactly one VC"):
         SecurityAssociation(spi=1, link=Link.TC, vcids=frozenset({0, 1}), key_id=128)
-    with pytest.raises(LocalProtocolError, match="encryption without authentication"):
+    with pytest.raises(LocalProtocolError, match="mac_length: 16: SA_ENCRYPTION carries no MAC"):
         SecurityAssociation(
             spi=1,
             link=Link.TC,
@@ -730,10 +730,16 @@ def test_sa_validation_names_the_values() -> None:
         )
     with pytest.raises(LocalProtocolError, match="share key 128"):
         SaTable([SA_TC, replace(SA_TM, key_id=128)], keyring())
-    with pytest.raises(LocalProtocolError, match="ABM of 3 octets"):
+    with pytest.raises(
+        LocalProtocolError,
+        match=r"^SA 1: abm: 3 octets; a TC mask covers the frame header \(5 or 6 octets\)"
+        r" or the frame header and the 14-octet Security Header \(19 or 20\)",
+    ):
+        replace(SA_TC, abm=b"\xff\xff\xff")
+    with pytest.raises(LocalProtocolError, match="ABM of 5 octets for a 6-octet frame header"):
         protect_tc(
             tc_frame(b"a"),
-            sa=replace(SA_TC, abm=b"\xff\xff\xff"),
+            sa=replace(SA_TC, abm=b"\xff" * 5),
             keys=keyring(),
             counter=counter(SA_TC),
         )

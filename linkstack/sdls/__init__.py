@@ -16,7 +16,8 @@ module, each importing only those above it:
   :func:`protect_tm` / :func:`unprotect_tm` and :class:`LinkSecurity`, one end of a
   protected link;
 * :mod:`~linkstack.sdls.otar`: the key management PDUs (OTAR, activation,
-  deactivation) and their receiving engine :class:`KeyManager`.
+  deactivation), the SA management PDUs Set ARSN and Read ARSN, and their receiving
+  engine :class:`KeyManager`.
 
 ``linkstack.sdls.keystore`` is the one module that touches files (key files, counter
 files).  :data:`logger` is the parent of every SDLS module's logger.
@@ -25,11 +26,14 @@ files).  :data:`logger` is the parent of every SDLS module's logger.
 import logging
 
 from linkstack.sdls.associations import (
+    DEFAULT_RESERVATION_STEP,
+    GCM_MAC_LENGTHS,
     MAX_ARSN_WINDOW,
     MAX_PAD_LENGTH_LENGTH,
     MAX_SN_LENGTH,
     MAX_SPI,
     SPI_LENGTH,
+    ArsnSource,
     Link,
     SaTable,
     SecurityAssociation,
@@ -75,16 +79,25 @@ from linkstack.sdls.keys import (
 )
 from linkstack.sdls.otar import (
     PDU_TYPE_COMMAND,
+    PDU_TYPE_REPLY,
     PID_KEY_ACTIVATION,
     PID_KEY_DEACTIVATION,
     PID_OTAR,
+    PID_READ_ARSN,
+    PID_SET_ARSN,
     SG_KEY_MGMT,
+    SG_SA_MGMT,
+    ArsnRead,
+    ArsnReplyPdu,
+    ArsnSet,
     EpPdu,
     KeyActivationPdu,
     KeyDeactivationPdu,
     KeyManager,
     KeysChanged,
     OtarPdu,
+    ReadArsnPdu,
+    SetArsnPdu,
     build_otar,
     decode_ep_pdu,
 )
@@ -93,8 +106,10 @@ from linkstack.sdls.replay import ReplayWindow
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_RESERVATION_STEP",
     "GCM_IV_LENGTH",
     "GCM_MAC_LENGTH",
+    "GCM_MAC_LENGTHS",
     "KEY_LENGTH",
     "KEY_TRANSITIONS",
     "MASTER_KEY_ID_LIMIT",
@@ -104,11 +119,19 @@ __all__ = [
     "MAX_SN_LENGTH",
     "MAX_SPI",
     "PDU_TYPE_COMMAND",
+    "PDU_TYPE_REPLY",
     "PID_KEY_ACTIVATION",
     "PID_KEY_DEACTIVATION",
     "PID_OTAR",
+    "PID_READ_ARSN",
+    "PID_SET_ARSN",
     "SG_KEY_MGMT",
+    "SG_SA_MGMT",
     "SPI_LENGTH",
+    "ArsnRead",
+    "ArsnReplyPdu",
+    "ArsnSet",
+    "ArsnSource",
     "BadPadLength",
     "CounterExhausted",
     "CounterNotReserved",
@@ -126,6 +149,7 @@ __all__ = [
     "LinkSecurity",
     "MacMismatch",
     "OtarPdu",
+    "ReadArsnPdu",
     "ReplayRejected",
     "ReplayWindow",
     "SaNotOperational",
@@ -133,6 +157,7 @@ __all__ = [
     "SecurityAssociation",
     "SecurityError",
     "ServiceType",
+    "SetArsnPdu",
     "TruncatedFrame",
     "TxCounter",
     "UnknownSpi",

@@ -24,7 +24,7 @@ then.  Deactivating the old key afterwards is an explicit PDU.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -40,6 +40,7 @@ from linkstack.sdls.keys import (
     is_master_key_id,
 )
 from linkstack.sdls.replay import ReplayWindow
+from linkstack.tc.frame import PRIMARY_HEADER_LENGTH as TC_PRIMARY_HEADER_LENGTH
 from linkstack.tm.frame import PRIMARY_HEADER_LENGTH as TM_PRIMARY_HEADER_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class ServiceType(IntEnum):
 
     SA_PLAINTEXT = 0
     SA_AUTHENTICATION = 1
-    SA_ENCRYPTION = 2  # not offered: encryption without authentication (355.0-B-2 2.3.3)
+    SA_ENCRYPTION = 2  # encryption only: no MAC, no integrity (355.0-B-2 2.3.3 warns)
     SA_AUTHENTICATED_ENCRYPTION = 3
 
 
@@ -91,11 +92,54 @@ def full_abm(header_octets: int) -> bytes:
     return b"\xff" * header_octets
 
 
+class ArsnSource(IntEnum):
+    """Which Security Header field the anti-replay check reads (355.0-B-2 4.1.1.4).
+
+    CryptoLib ``Crypto_Check_Anti_Replay``: the Sequence Number field when the SA has
+    one, otherwise the IV (4.1.1.4.2 as quoted: the IV may serve as the ARSN).
+    """
+
+    IV = 0
+    SN = 1
+
+
+#: AES-GCM MAC (tag) lengths in octets, NIST SP 800-38D 5.2.1.2 (CryptoLib
+#: ``stmacf_len``); 0 only for encryption without authentication.
+GCM_MAC_LENGTHS: Final = frozenset({4, 8, 12, 13, 14, 15, 16})
+#: IV lengths this suite takes: SP 800-38D allows any; 8 to 16 octets as CryptoLib
+#: (``IV_SIZE`` 16) and the ``cryptography`` GCM mode (at least 8) do.
+MIN_IV_LENGTH: Final = 8
+MAX_IV_LENGTH: Final = 16
+#: Default IV reservation step of a sending SA without a window limit (the counter
+#: file is written once per this many frames; a restart skips at most this many IVs).
+DEFAULT_RESERVATION_STEP: Final = 1024
+
+
+def _ranges(values: frozenset[int] | set[int]) -> str:
+    """``5 or 6`` / ``6 or 8..70``: a set of lengths for a message."""
+    ordered = sorted(values)
+    runs: list[list[int]] = []
+    for v in ordered:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    parts = [f"{r[0]}..{r[-1]}" if len(r) > 2 else " or ".join(str(v) for v in r) for r in runs]
+    return " or ".join(parts)
+
+
+def _sa_error(spi: int, field_name: str, problem: str) -> LocalProtocolError:
+    """The one-line error for a bad SA parameter: names the SA and the field."""
+    return LocalProtocolError(f"SA {spi}: {field_name}: {problem}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityAssociation:
     """Managed parameters of one SA (355.0-B-2 4.2.2; CryptoLib ``SecurityAssociation_t``).
 
-    Baseline suite: AES-256-GCM, 96-bit counter IV, 128-bit MAC, no padding.
+    Defaults: the baseline suite, AES-256-GCM, 96-bit counter IV carried whole,
+    128-bit MAC, no Sequence Number, no padding, the IV as ARSN, no window limit.
+    Every parameter maps to a CryptoLib SA column (``docs/interop_cryptolib.md``).
     """
 
     #: Security Parameter Index carried in every frame (4.1.1.2).
@@ -106,88 +150,195 @@ class SecurityAssociation:
     service_type: ServiceType = ServiceType.SA_AUTHENTICATED_ENCRYPTION
     #: Session key (id >= 128); None only for SA_PLAINTEXT.
     key_id: int | None = None
-    #: Octets of the IV field (4.1.1.3): 12 for GCM, 0 for plaintext.
+    #: Octets of the IV field (4.1.1.3): 8 to 16 for GCM (12 the baseline), 0 for
+    #: plaintext.  (CryptoLib ``shivf_len``; the whole IV is carried.)
     iv_length: int = GCM_IV_LENGTH
-    #: Octets of the Sequence Number field (4.1.1.4); 0: the IV counter is the ARSN.
+    #: Octets of the Sequence Number field (4.1.1.4; CryptoLib ``shsnf_len``).
     sn_length: int = 0
-    #: Octets of the Pad Length field (4.1.1.5); 0 for GCM, which never pads.
+    #: Octets of the Pad Length field (4.1.1.5; CryptoLib ``shplf_len``); GCM never
+    #: pads, so the field is sent as 0.
     pad_length_length: int = 0
-    #: Octets of the MAC (4.1.2); 16 for the baseline.
+    #: Octets of the MAC (4.1.2; CryptoLib ``stmacf_len``): 16 for the baseline, one of
+    #: :data:`GCM_MAC_LENGTHS`, 0 for SA_ENCRYPTION.
     mac_length: int = GCM_MAC_LENGTH
-    #: Anti-replay window ARSNW: how far behind the highest accepted ARSN a frame may be.
+    #: Which field is the anti-replay sequence number; None: the Sequence Number when
+    #: ``sn_length`` > 0, else the IV (CryptoLib's rule).
+    arsn_source: ArsnSource | None = None
+    #: Anti-replay window behind the highest accepted ARSN: how far back a frame that
+    #: was not yet seen may be (1 accepts nothing behind, as CryptoLib).
     arsn_window: int = 64
-    #: Reject frames whose ARSN jumps more than this ahead (None: no limit).  Must be
-    #: larger than the sender's IV reservation block, or a sender restart looks hostile.
+    #: How far ahead of the highest accepted ARSN a frame may be (CryptoLib ``arsnw``:
+    #: it accepts last+1 .. last+arsnw); None: no limit.  A sender's restart moves it
+    #: at most ``reservation_step`` ahead, so ``reservation_step`` <= this.
     max_arsn_jump: int | None = None
-    #: Mask over the frame header octets (primary + segment/secondary header); None for
-    #: the Yamcs standard mask of the link.  The Security Header part is fixed: SPI,
-    #: Sequence Number and Pad Length authenticated, IV octets zero.
+    #: IVs the sender reserves per counter-file write; None: the smaller of
+    #: :data:`DEFAULT_RESERVATION_STEP` and ``max_arsn_jump``.
+    reservation_step: int | None = None
+    #: Authentication Bit Mask (4.2.2.6), one bit per header bit: either over the whole
+    #: AAD (frame header, segment/secondary header, then the Security Header) or over
+    #: the frame header only (the Security Header part then authenticates SPI, Sequence
+    #: Number and Pad Length and masks the IV).  None: the Yamcs standard mask.
     abm: bytes | None = None
+    #: TC only: the MAP ID (Segment Header, 232.0-B-4 4.1.3.2) the SA is limited to
+    #: (355.0-B-2 3.4.2.2.1: a TC SA serves a GVCID or a GMAP ID); None: every MAP.
+    map_id: int | None = None
+    #: This TC SA carries the SA management procedures of 355.1-B-1 (Set ARSN, Read
+    #: ARSN): on a VC (or MAP) of its own, with no window limit, so that it is never
+    #: locked out like the SAs it repairs.
+    management: bool = False
     #: SPI of the SA this one takes over from (rekey); see the module docstring.
     replaces: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.spi <= MAX_SPI:
-            raise LocalProtocolError(f"SPI {self.spi} outside 0..{MAX_SPI} ({clause('4.1.1.2')})")
+        spi = self.spi
+        if not 0 <= spi <= MAX_SPI:
+            raise LocalProtocolError(f"SPI {spi} outside 0..{MAX_SPI} ({clause('4.1.1.2')})")
         object.__setattr__(self, "vcids", frozenset(self.vcids))
         object.__setattr__(self, "link", Link(self.link))
         object.__setattr__(self, "service_type", ServiceType(self.service_type))
+        if self.arsn_source is not None:
+            object.__setattr__(self, "arsn_source", ArsnSource(self.arsn_source))
         limit = 0x3F if self.link == Link.TC else 7
         if not self.vcids or any(not 0 <= v <= limit for v in self.vcids):
             raise LocalProtocolError(
-                f"SA {self.spi}: VCIDs {sorted(self.vcids)} empty or outside 0..{limit}"
+                f"SA {spi}: VCIDs {sorted(self.vcids)} empty or outside 0..{limit}"
             )
         if self.link == Link.TC and len(self.vcids) != 1:
             raise LocalProtocolError(
-                f"SA {self.spi}: a TC SA applies to exactly one VC, got {sorted(self.vcids)}"
+                f"SA {spi}: a TC SA applies to exactly one VC, got {sorted(self.vcids)}"
                 f" ({clause('3.4.2.2.1')})"
             )
-        if self.service_type == ServiceType.SA_ENCRYPTION:
-            raise LocalProtocolError(
-                f"SA {self.spi}: encryption without authentication is not offered"
-                f" ({clause('2.3.3')}); use SA_AUTHENTICATED_ENCRYPTION"
+        if self.map_id is not None and (self.link != Link.TC or not 0 <= self.map_id <= 0x3F):
+            raise _sa_error(
+                spi,
+                "map_id",
+                f"{self.map_id}: only a TC SA names a MAP, 0..63 (232.0-B-4 4.1.3.2.2.3)",
             )
+        if not 0 <= self.pad_length_length <= MAX_PAD_LENGTH_LENGTH:
+            raise _sa_error(
+                spi,
+                "pad_length_length",
+                f"{self.pad_length_length} outside 0..{MAX_PAD_LENGTH_LENGTH}"
+                f" ({clause('4.1.1.5')})",
+            )
+        if not 0 <= self.sn_length <= MAX_SN_LENGTH:
+            raise _sa_error(spi, "sn_length", f"{self.sn_length} outside 0..{MAX_SN_LENGTH}")
         if self.service_type == ServiceType.SA_PLAINTEXT:
             if self.key_id is not None or self.iv_length or self.sn_length or self.mac_length:
                 raise LocalProtocolError(
-                    f"SA {self.spi}: SA_PLAINTEXT takes no key, IV, SN or MAC (key_id="
+                    f"SA {spi}: SA_PLAINTEXT takes no key, IV, SN or MAC (key_id="
                     f"{self.key_id}, iv_length={self.iv_length}, sn_length={self.sn_length},"
                     f" mac_length={self.mac_length}) ({clause('4.1.1.4.4')})"
                 )
+            if self.management:
+                raise _sa_error(spi, "management", "an SA_PLAINTEXT SA cannot carry management")
         else:
-            if self.key_id is None:
-                raise LocalProtocolError(f"SA {self.spi}: {self.service_type.name} needs a key_id")
-            check_key_id(self.key_id)
-            if is_master_key_id(self.key_id):
-                raise LocalProtocolError(
-                    f"SA {self.spi}: key {self.key_id} is a master key (< {MASTER_KEY_ID_LIMIT});"
-                    " frames use session keys"
+            self._check_cipher_parameters()
+        if self.abm is not None:
+            object.__setattr__(self, "abm", bytes(self.abm))
+            headers = self.frame_header_lengths()
+            whole = frozenset(n + self.header_length for n in headers)
+            if len(self.abm) not in headers | whole:
+                raise _sa_error(
+                    spi,
+                    "abm",
+                    f"{len(self.abm)} octets; a {self.link.name} mask covers the frame header"
+                    f" ({_ranges(headers)} octets) or the frame header and the"
+                    f" {self.header_length}-octet Security Header"
+                    f" ({_ranges(whole)}) ({clause('4.2.2.6')})",
                 )
-            if self.iv_length != GCM_IV_LENGTH:
-                raise LocalProtocolError(
-                    f"SA {self.spi}: iv_length {self.iv_length}, AES-GCM needs {GCM_IV_LENGTH}"
-                )
-            if self.mac_length != GCM_MAC_LENGTH:
-                raise LocalProtocolError(
-                    f"SA {self.spi}: mac_length {self.mac_length}, the baseline is {GCM_MAC_LENGTH}"
-                )
-            if not 0 <= self.sn_length <= MAX_SN_LENGTH:
-                raise LocalProtocolError(
-                    f"SA {self.spi}: sn_length {self.sn_length} outside 0..{MAX_SN_LENGTH}"
-                )
-            if not 1 <= self.arsn_window <= MAX_ARSN_WINDOW:
-                raise LocalProtocolError(
-                    f"SA {self.spi}: arsn_window {self.arsn_window} outside 1..{MAX_ARSN_WINDOW}"
-                )
-            if self.max_arsn_jump is not None and self.max_arsn_jump < 1:
-                raise LocalProtocolError(f"SA {self.spi}: max_arsn_jump {self.max_arsn_jump} < 1")
-        if not 0 <= self.pad_length_length <= MAX_PAD_LENGTH_LENGTH:
+        if self.replaces == spi:
+            raise LocalProtocolError(f"SA {spi} cannot replace itself")
+
+    def frame_header_lengths(self) -> frozenset[int]:
+        """Octets the frame header before the Security Header may have on this link."""
+        if self.link == Link.TC:  # primary header, Segment Header or not (232.0-B-4 4.1.3.2)
+            return frozenset({TC_PRIMARY_HEADER_LENGTH, TC_PRIMARY_HEADER_LENGTH + 1})
+        # primary header, then no secondary header or one of 2..64 octets (132.0-B-3 4.1.3)
+        return frozenset(
+            {TM_PRIMARY_HEADER_LENGTH}
+            | set(range(TM_PRIMARY_HEADER_LENGTH + 2, TM_PRIMARY_HEADER_LENGTH + 65))
+        )
+
+    def _check_cipher_parameters(self) -> None:
+        spi = self.spi
+        if self.key_id is None:
+            raise _sa_error(spi, "key_id", f"{self.service_type.name} needs a key")
+        check_key_id(self.key_id)
+        if is_master_key_id(self.key_id):
             raise LocalProtocolError(
-                f"SA {self.spi}: pad_length_length {self.pad_length_length} outside"
-                f" 0..{MAX_PAD_LENGTH_LENGTH} ({clause('4.1.1.5')})"
+                f"SA {spi}: key {self.key_id} is a master key (< {MASTER_KEY_ID_LIMIT});"
+                " frames use session keys"
             )
-        if self.replaces == self.spi:
-            raise LocalProtocolError(f"SA {self.spi} cannot replace itself")
+        if not MIN_IV_LENGTH <= self.iv_length <= MAX_IV_LENGTH:
+            raise _sa_error(
+                spi,
+                "iv_length",
+                f"{self.iv_length}, AES-GCM here takes {MIN_IV_LENGTH}..{MAX_IV_LENGTH} octets"
+                f" ({clause('4.1.1.3')})",
+            )
+        if self.service_type == ServiceType.SA_ENCRYPTION:
+            if self.mac_length:
+                raise _sa_error(
+                    spi, "mac_length", f"{self.mac_length}: SA_ENCRYPTION carries no MAC, give 0"
+                )
+            if self.management:
+                raise _sa_error(spi, "management", "the management SA must authenticate")
+        elif self.mac_length not in GCM_MAC_LENGTHS:
+            raise _sa_error(
+                spi,
+                "mac_length",
+                f"{self.mac_length} for {self.service_type.name}: AES-GCM MACs are"
+                f" {sorted(GCM_MAC_LENGTHS)} octets (NIST SP 800-38D 5.2.1.2)",
+            )
+        source = self.effective_arsn_source
+        if source == ArsnSource.SN and not self.sn_length:
+            raise _sa_error(spi, "arsn_source", "SN needs a Sequence Number field (sn_length > 0)")
+        if not 1 <= self.arsn_window <= MAX_ARSN_WINDOW:
+            raise _sa_error(spi, "arsn_window", f"{self.arsn_window} outside 1..{MAX_ARSN_WINDOW}")
+        if self.max_arsn_jump is not None and self.max_arsn_jump < 1:
+            raise _sa_error(spi, "max_arsn_jump", f"{self.max_arsn_jump} < 1")
+        if self.reservation_step is not None:
+            if self.reservation_step < 1:
+                raise _sa_error(spi, "reservation_step", f"{self.reservation_step} < 1")
+            if self.max_arsn_jump is not None and self.reservation_step > self.max_arsn_jump:
+                raise _sa_error(
+                    spi,
+                    "reservation_step",
+                    f"{self.reservation_step} > max_arsn_jump {self.max_arsn_jump}: a sender"
+                    " restart would jump past the receiver's window and be refused for good",
+                )
+        if self.management:
+            if self.link != Link.TC:
+                raise _sa_error(spi, "management", "the management SA is a TC SA")
+            if self.max_arsn_jump is not None:
+                raise _sa_error(
+                    spi,
+                    "management",
+                    f"max_arsn_jump {self.max_arsn_jump}: the management SA must take any ARSN"
+                    " ahead (null), or it could be locked out like the SAs it repairs",
+                )
+
+    @property
+    def effective_arsn_source(self) -> ArsnSource:
+        """The field the anti-replay check reads (CryptoLib's rule when not set)."""
+        if self.arsn_source is not None:
+            return self.arsn_source
+        return ArsnSource.SN if self.sn_length else ArsnSource.IV
+
+    @property
+    def arsn_length(self) -> int:
+        """Octets of the ARSN (the Sequence Number or the IV field)."""
+        return self.sn_length if self.effective_arsn_source == ArsnSource.SN else self.iv_length
+
+    @property
+    def effective_reservation_step(self) -> int:
+        """IVs reserved per counter-file write (see :attr:`reservation_step`)."""
+        if self.reservation_step is not None:
+            return self.reservation_step
+        if self.max_arsn_jump is not None:
+            return min(DEFAULT_RESERVATION_STEP, self.max_arsn_jump)
+        return DEFAULT_RESERVATION_STEP
 
     @property
     def header_length(self) -> int:
@@ -210,7 +361,14 @@ class SecurityAssociation:
         return (1 << min(bits)) - 1 if bits else 0
 
     def header_mask(self, link_header: int, *, segment_header: bool = False) -> bytes:
-        """The full mask over frame header + Security Header for ``link_header`` octets."""
+        """The mask over frame header + Security Header for ``link_header`` octets.
+
+        An ABM of ``link_header`` octets covers the frame header and gets the fixed
+        Security Header part; one of ``link_header`` + :attr:`header_length` octets is
+        the whole mask; any other length is refused, naming both.
+        """
+        if self.abm is not None and len(self.abm) == link_header + self.header_length:
+            return self.abm
         if self.abm is not None:
             frame_mask = self.abm
         elif self.link == Link.TC:
@@ -222,7 +380,9 @@ class SecurityAssociation:
         if len(frame_mask) != link_header:
             raise LocalProtocolError(
                 f"SA {self.spi}: ABM of {len(frame_mask)} octets for a {link_header}-octet"
-                f" frame header ({clause('4.2.2.6')})"
+                f" frame header: give {link_header} octets (frame header) or"
+                f" {link_header + self.header_length} (frame header and Security Header)"
+                f" ({clause('4.2.2.6')})"
             )
         return (
             frame_mask
@@ -248,9 +408,14 @@ class SaTable:
         *,
         plaintext_control_frames: bool = True,
         replay_state: Mapping[int, int] | None = None,
+        on_window_advance: Callable[[int, int], None] | None = None,
     ) -> None:
         self.keys = keys
         self.plaintext_control_frames = plaintext_control_frames
+        #: Called with (SPI, highest ARSN) each time a receive window moves, before the
+        #: frame is delivered: the spacecraft persists it there, so that a restart
+        #: accepts no replay (``keystore.CounterStore.save_window``).
+        self.on_window_advance = on_window_advance
         self._sas: dict[int, SecurityAssociation] = {}
         by_key: dict[int, int] = {}
         for sa in sas:
@@ -297,7 +462,38 @@ class SaTable:
         """Highest ARSN accepted per SPI, for the counter file."""
         return {spi: w.highest for spi, w in self._windows.items() if w.highest is not None}
 
-    def _lookup(self, spi: int, link: Link, vcid: int) -> SecurityAssociation:
+    def highest_arsn(self, spi: int) -> int | None:
+        """The highest ARSN SA ``spi`` accepted (Read ARSN, 355.1-B-1), None before any."""
+        self[spi]
+        return self._windows[spi].highest
+
+    def set_arsn(self, spi: int, value: int) -> bool:
+        """Set ARSN (355.1-B-1 SA management): move SA ``spi``'s window up to ``value``.
+
+        The receiver only ever moves forward (a lower value would accept replays):
+        ``value`` below the highest accepted changes nothing and returns False.
+        """
+        sa = self[spi]
+        if sa.service_type == ServiceType.SA_PLAINTEXT:
+            raise LocalProtocolError(f"SA {spi} is SA_PLAINTEXT and has no ARSN")
+        top = (1 << (8 * sa.arsn_length)) - 1
+        if not 0 <= value <= top:
+            raise LocalProtocolError(f"SA {spi}: ARSN {value} outside 0..{top}")
+        window = self._windows[spi]
+        if window.highest is not None and value <= window.highest:
+            return False
+        window.jump_to(value)
+        self._advanced(spi, value)
+        logger.info("< SPI %d: ARSN set to %d", spi, value)
+        return True
+
+    def _advanced(self, spi: int, highest: int) -> None:
+        if self.on_window_advance is not None:
+            self.on_window_advance(spi, highest)
+
+    def _lookup(
+        self, spi: int, link: Link, vcid: int, map_id: int | None = None
+    ) -> SecurityAssociation:
         sa = self._sas.get(spi)
         if sa is None:
             raise UnknownSpi("unknown-spi", clause("4.2.4"), f"SPI {spi} on {link.name} VC {vcid}")
@@ -308,6 +504,12 @@ class SaTable:
         if vcid not in sa.vcids:
             raise SaNotOperational(
                 "sa-wrong-vc", clause("4.2.2.2"), f"SPI {spi} does not apply to VC {vcid}"
+            )
+        if sa.map_id is not None and map_id != sa.map_id:
+            raise SaNotOperational(
+                "sa-wrong-map",
+                clause("3.4.2.2.1"),
+                f"SPI {spi} applies to MAP {sa.map_id}, frame is on MAP {map_id}",
             )
         if spi in self._retired:
             raise SaNotOperational(
@@ -324,7 +526,11 @@ class SaTable:
 
     def _accept(self, sa: SecurityAssociation, arsn: int | None) -> None:
         if arsn is not None:
-            self._windows[sa.spi].commit(arsn)
+            window = self._windows[sa.spi]
+            before = window.highest
+            window.commit(arsn)
+            if window.highest != before and window.highest is not None:
+                self._advanced(sa.spi, window.highest)
         if sa.replaces is not None and sa.replaces not in self._retired:
             self._retired.add(sa.replaces)
             logger.info("< SPI %d seen: SPI %d retired", sa.spi, sa.replaces)

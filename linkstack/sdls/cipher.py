@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from linkstack.errors import LocalProtocolError
@@ -31,6 +32,35 @@ def gcm_seal(aead: AESGCM, iv: bytes, plaintext: bytes, aad: bytes) -> tuple[byt
 def gcm_open(aead: AESGCM, iv: bytes, ciphertext: bytes, mac: bytes, aad: bytes) -> bytes:
     """Plaintext, or :class:`cryptography.exceptions.InvalidTag`."""
     return aead.decrypt(iv, ciphertext + mac, aad)
+
+
+def gcm_seal_frame(
+    aead: AESGCM, iv: bytes, plaintext: bytes, aad: bytes, mac_length: int
+) -> tuple[bytes, bytes]:
+    """(ciphertext, MAC truncated to ``mac_length`` octets, SP 800-38D 7.1 step 6).
+
+    ``mac_length`` 0 is encryption only: GCM's counter-mode keystream, no MAC.
+    """
+    ciphertext, mac = gcm_seal(aead, iv, plaintext, aad)
+    return ciphertext, mac[:mac_length]
+
+
+def gcm_open_frame(
+    key: bytes, aead: AESGCM, iv: bytes, ciphertext: bytes, *, mac: bytes, aad: bytes
+) -> bytes:
+    """Inverse of :func:`gcm_seal_frame`; :class:`InvalidTag` when the MAC fails.
+
+    A 16-octet MAC takes the fast path; a truncated one is checked by the GCM mode
+    with ``min_tag_length`` (SP 800-38D 7.2); no MAC decrypts only.
+    """
+    if len(mac) == GCM_MAC_LENGTH:
+        return gcm_open(aead, iv, ciphertext, mac, aad)
+    if not mac:
+        decryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).decryptor()
+        return decryptor.update(ciphertext)  # never finalized: there is no tag
+    decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, mac, min_tag_length=len(mac))).decryptor()
+    decryptor.authenticate_additional_data(aad)
+    return decryptor.update(ciphertext) + decryptor.finalize()
 
 
 def aead_seal(key: KeyMaterial, iv: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:

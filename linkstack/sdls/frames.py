@@ -20,10 +20,13 @@ Frame layout (355.0-B-2 4.1; Yamcs ``SecurityAssociationAes256Gcm128``)::
 Only the data field is encrypted.  The MAC covers the frame header octets (primary
 header plus segment/secondary header) and the Security Header, both ANDed with the
 Authentication Bit Mask, then the data field (355.0-B-2 4.2.2.6, 4.2.3).  OCF and FECF
-stay outside, so COP-1's CLCW and the CRC are never protected.  The IV octets are
-always masked to zero in the authenticated data (355.0-B-2 4.2.2.6.2 h as quoted by
-ravisuhag/astro; Yamcs ``StandardAuthMask`` does the same): GCM authenticates the IV
-through the keystream anyway.
+stay outside, so COP-1's CLCW and the CRC are never protected.  With the default
+masks and an ABM over the frame header only, the IV octets are masked to zero in the
+authenticated data (355.0-B-2 4.2.2.6.2 h as quoted by ravisuhag/astro; Yamcs
+``StandardAuthMask`` does the same); an ABM over the whole AAD decides every bit itself,
+as CryptoLib's does.  Authentication only (GMAC) authenticates the clear data after
+the masked headers; encryption only (SA_ENCRYPTION) is GCM's keystream with no MAC; a
+MAC shorter than 16 octets is the GCM tag truncated (NIST SP 800-38D 5.2.1.2).
 
 Receiving, in this order (355.0-B-2 4.2.4): length, SPI known, SA applies to the VC and
 is not retired, key active, MAC verified, Pad Length, anti-replay; only when every
@@ -40,8 +43,15 @@ from dataclasses import dataclass, replace
 from cryptography.exceptions import InvalidTag
 
 from linkstack.errors import DecodeError, InvalidState, Layer, LocalProtocolError
-from linkstack.sdls.associations import SPI_LENGTH, Link, SaTable, SecurityAssociation, ServiceType
-from linkstack.sdls.cipher import gcm_open, gcm_seal
+from linkstack.sdls.associations import (
+    SPI_LENGTH,
+    ArsnSource,
+    Link,
+    SaTable,
+    SecurityAssociation,
+    ServiceType,
+)
+from linkstack.sdls.cipher import gcm_open_frame, gcm_seal_frame
 from linkstack.sdls.counters import TxCounter, counter_label
 from linkstack.sdls.errors import (
     EP_BOOK,
@@ -52,6 +62,7 @@ from linkstack.sdls.errors import (
     clause,
 )
 from linkstack.sdls.keys import KeyRing, KeyState
+from linkstack.sdls.otar import SetArsnPdu
 from linkstack.tc.frame import PRIMARY_HEADER_LENGTH as TC_PRIMARY_HEADER_LENGTH
 from linkstack.tc.frame import SEGMENT_HEADER_LENGTH, ControlCommandFlag, TcFrame, TcVcConfig
 from linkstack.tm.frame import FHP_IDLE_ONLY, FHP_NO_PACKET_START, TmChannelConfig, TmFrame
@@ -64,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 
 def _security_header(sa: SecurityAssociation, value: int) -> bytes:
+    """SPI | IV | Sequence Number | Pad Length for counter ``value`` (355.0-B-2 4.1.1)."""
     parts = [sa.spi.to_bytes(SPI_LENGTH, "big")]
     if sa.iv_length:
         parts.append(value.to_bytes(sa.iv_length, "big"))
@@ -76,6 +88,23 @@ def _security_header(sa: SecurityAssociation, value: int) -> bytes:
 def _mask(octets: bytes, mask: bytes) -> bytes:
     n = len(octets)
     return (int.from_bytes(octets, "big") & int.from_bytes(mask, "big")).to_bytes(n, "big")
+
+
+def _seal(
+    sa: SecurityAssociation, keys: KeyRing, iv: bytes, aad: bytes, plaintext: bytes
+) -> tuple[bytes, bytes]:
+    """(data field as sent, MAC) for the SA's service type (355.0-B-2 4.2.3.2)."""
+    if sa.key_id is None:  # unreachable: SecurityAssociation checks it
+        raise LocalProtocolError(f"SA {sa.spi} has no key")
+    aead = keys._cipher(sa.key_id)
+    if sa.service_type == ServiceType.SA_AUTHENTICATION:
+        # Authentication only: GMAC over the masked headers and the clear data.
+        _, mac = gcm_seal_frame(aead, iv, b"", aad + plaintext, sa.mac_length)
+        return plaintext, mac
+    if sa.service_type == ServiceType.SA_ENCRYPTION:
+        ciphertext, _ = gcm_seal_frame(aead, iv, plaintext, b"", 0)
+        return ciphertext, b""
+    return gcm_seal_frame(aead, iv, plaintext, aad, sa.mac_length)
 
 
 def _apply_security(
@@ -102,17 +131,11 @@ def _apply_security(
             f"SA {sa.spi} needs its own counter {counter_label(sa.spi)!r}, got {counter!r}"
         )
     mask = sa.header_mask(len(header), segment_header=segment_header)
-    aead = keys._cipher(sa.key_id)
     value = counter.take()
     sec_header = _security_header(sa, value)
     iv = value.to_bytes(sa.iv_length, "big")
-    aad = _mask(header + sec_header, mask)
-    if sa.service_type == ServiceType.SA_AUTHENTICATED_ENCRYPTION:
-        ciphertext, mac = gcm_seal(aead, iv, plaintext, aad)
-        return sec_header + ciphertext + mac
-    # Authentication only: GMAC over the masked headers and the clear data (4.2.3.2.2.2).
-    _, mac = gcm_seal(aead, iv, b"", aad + plaintext)
-    return sec_header + plaintext + mac
+    body, mac = _seal(sa, keys, iv, _mask(header + sec_header, mask), plaintext)
+    return sec_header + body + mac
 
 
 def _process_security(
@@ -123,6 +146,7 @@ def _process_security(
     protected: bytes,
     *,
     segment_header: bool = False,
+    map_id: int | None = None,
 ) -> tuple[SecurityAssociation, bytes, int | None]:
     """ProcessSecurity (355.0-B-2 4.2.4) up to, not including, the commit."""
     if len(protected) < SPI_LENGTH:
@@ -130,7 +154,7 @@ def _process_security(
             "truncated", clause("4.1.1.2"), f"{len(protected)} octets, the SPI needs {SPI_LENGTH}"
         )
     spi = int.from_bytes(protected[:SPI_LENGTH], "big")
-    sa = table._lookup(spi, link, vcid)
+    sa = table._lookup(spi, link, vcid, map_id)
     n_header = sa.header_length
     if len(protected) < n_header + sa.trailer_length + 1:
         raise TruncatedFrame(
@@ -139,31 +163,39 @@ def _process_security(
             f"{len(protected)} octets < {n_header}-octet Security Header + 1 data octet +"
             f" {sa.trailer_length}-octet MAC (SPI {spi})",
         )
-    sec_header = protected[:n_header]
-    pad_at = SPI_LENGTH + sa.iv_length + sa.sn_length
+    sec_header = bytes(protected[:n_header])
+    sn_at = SPI_LENGTH + sa.iv_length
+    pad_at = sn_at + sa.sn_length
     if sa.service_type == ServiceType.SA_PLAINTEXT:
         data = protected[n_header:]
         arsn = None
     else:
         if sa.key_id is None:  # unreachable: SecurityAssociation checks it
             raise LocalProtocolError(f"SA {sa.spi} has no key")
-        iv = bytes(sec_header[SPI_LENGTH : SPI_LENGTH + sa.iv_length])
+        iv = sec_header[SPI_LENGTH:sn_at]
         aad = _mask(header + sec_header, sa.header_mask(len(header), segment_header=segment_header))
-        body = bytes(protected[n_header : -sa.mac_length])
-        mac = bytes(protected[-sa.mac_length :])
+        end = len(protected) - sa.mac_length
+        body = bytes(protected[n_header:end])
+        mac = bytes(protected[end:])
+        material = table.keys.material(sa.key_id)
+        if material is None:  # unreachable: _lookup checked the key is ACTIVE
+            raise LocalProtocolError(f"key {sa.key_id} has no material")
         aead = table.keys._cipher(sa.key_id)
+        key = material.secret_octets()
         try:
-            if sa.service_type == ServiceType.SA_AUTHENTICATED_ENCRYPTION:
-                data = gcm_open(aead, iv, body, mac, aad)
-            else:
+            if sa.service_type == ServiceType.SA_AUTHENTICATION:
                 data = body
-                gcm_open(aead, iv, b"", mac, aad + data)
+                gcm_open_frame(key, aead, iv, b"", mac=mac, aad=aad + data)
+            elif sa.service_type == ServiceType.SA_ENCRYPTION:
+                data = gcm_open_frame(key, aead, iv, body, mac=b"", aad=b"")
+            else:
+                data = gcm_open_frame(key, aead, iv, body, mac=mac, aad=aad)
         except InvalidTag:
             raise MacMismatch(
                 "mac-mismatch", clause("4.2.4"), f"SPI {spi}, {len(protected)}-octet field"
             ) from None
-        if sa.sn_length:
-            arsn = int.from_bytes(sec_header[SPI_LENGTH + sa.iv_length : pad_at], "big")
+        if sa.effective_arsn_source == ArsnSource.SN:
+            arsn = int.from_bytes(sec_header[sn_at:pad_at], "big")
         else:
             arsn = int.from_bytes(iv, "big")
         table._windows[spi].check(arsn, clause("4.2.4"))
@@ -221,6 +253,12 @@ def protect_tc(
             f"SA {sa.spi} ({sa.link.name} VCs {sorted(sa.vcids)}) does not apply to TC VC"
             f" {frame.vcid} ({clause('4.2.2.2')})"
         )
+    frame_map = None if frame.segment_header is None else frame.segment_header.map_id
+    if sa.map_id is not None and frame_map != sa.map_id:
+        raise LocalProtocolError(
+            f"SA {sa.spi} applies to MAP {sa.map_id}, the frame is on MAP {frame_map}"
+            f" ({clause('3.4.2.2.1')})"
+        )
     protected_length = len(frame.data) + sa.overhead
     if config is not None and protected_length > config.max_user_data_length:
         raise LocalProtocolError(
@@ -253,6 +291,7 @@ def unprotect_tc(frame: TcFrame, table: SaTable) -> TcFrame:
         header,
         frame.data,
         segment_header=frame.segment_header is not None,
+        map_id=None if frame.segment_header is None else frame.segment_header.map_id,
     )
     out = replace(frame, data=data)
     table._accept(sa, arsn)
@@ -372,6 +411,25 @@ class LinkSecurity:
             )
         logger.info("> send SA %d -> %d", old.spi, spi)
         self.send_spi, self.counter = spi, counter
+
+    @property
+    def window_limited(self) -> bool:
+        """The send SA's receiver accepts only a bounded jump ahead (``max_arsn_jump``):
+        a long loss can push this sender out of its window, and only Set ARSN, sent
+        under a management SA, brings it back (:meth:`set_arsn_pdu`)."""
+        return self.send_sa.max_arsn_jump is not None
+
+    def set_arsn_pdu(self) -> bytes:
+        """Set ARSN (355.1-B-1) for the send SA: the receiver's highest becomes the last
+        value this sender used, so the next frame is exactly one ahead.
+
+        Send it under another SA (the key file's ``management`` SA) before the next
+        frame of this one; it never moves the receiver back, so a stale or repeated
+        one is harmless.
+        """
+        sa = self.send_sa
+        value = max(self.counter.next_value - 1, 0) & ((1 << (8 * sa.arsn_length)) - 1)
+        return SetArsnPdu(sa.spi, value, sa.arsn_length).to_bytes()
 
     def _reserve(self) -> None:
         if self.reserve is not None:

@@ -13,12 +13,18 @@ Key file (JSON, UTF-8, mode 0600, written atomically)::
         {"spi": 1, "link": "TC", "vcids": [0],
          "service_type": "SA_AUTHENTICATED_ENCRYPTION", "key_id": 128,
          "iv_length": 12, "sn_length": 0, "pad_length_length": 0, "mac_length": 16,
-         "arsn_window": 64, "max_arsn_jump": null, "abm": null, "replaces": null}
+         "arsn_window": 64, "max_arsn_jump": null, "abm": null, "replaces": null,
+         "arsn_source": null, "reservation_step": null, "map_id": null, "management": false}
       ]
     }
 
 ``state`` is a :class:`~linkstack.sdls.KeyState` name; a DESTROYED key has ``"key": null``.
-``abm`` is hex or null (the Yamcs standard mask).  Unknown SA fields are refused.
+``abm`` is hex or null (the Yamcs standard mask): over the frame header, or over the frame
+header and the Security Header (one mask bit per header bit, 355.0-B-2 4.2.2.6).
+``arsn_source`` is ``"IV"``, ``"SN"`` or null (CryptoLib's rule); the fields added after
+version 1 first shipped may be left out (their defaults are today's behaviour).  Unknown
+SA fields are refused; a bad one is a one-line :class:`KeyFileError` naming the SA and the
+field (docs/interop_cryptolib.md lists every field against CryptoLib's SA table).
 
 Counter file (JSON, mode 0600, written atomically and fsync'ed before any counter
 value inside a new reservation is used)::
@@ -62,6 +68,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from linkstack.errors import LocalProtocolError
 from linkstack.sdls import (
+    ArsnSource,
     KeyManager,
     KeyMaterial,
     KeyRing,
@@ -106,7 +113,25 @@ _SA_FIELDS: Final = frozenset(
         "max_arsn_jump",
         "abm",
         "replaces",
+        "arsn_source",
+        "reservation_step",
+        "map_id",
+        "management",
     }
+)
+#: SA fields that are integers (or null where the SA allows it).
+_SA_INT_FIELDS: Final = (
+    "spi",
+    "key_id",
+    "iv_length",
+    "sn_length",
+    "pad_length_length",
+    "mac_length",
+    "arsn_window",
+    "max_arsn_jump",
+    "reservation_step",
+    "map_id",
+    "replaces",
 )
 
 
@@ -213,6 +238,10 @@ def _sa_to_json(sa: SecurityAssociation) -> dict[str, Any]:
         "max_arsn_jump": sa.max_arsn_jump,
         "abm": sa.abm.hex() if sa.abm is not None else None,
         "replaces": sa.replaces,
+        "arsn_source": sa.arsn_source.name if sa.arsn_source is not None else None,
+        "reservation_step": sa.reservation_step,
+        "map_id": sa.map_id,
+        "management": sa.management,
     }
 
 
@@ -281,6 +310,47 @@ def _field(entry: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
+def _enum_field(entry: dict[str, Any], name: str, enum: Any, where: str) -> Any:
+    value = entry.get(name)
+    names = [m.name for m in enum]
+    if value not in names:
+        raise KeyFileError(f"{where}: field {name!r} is {value!r}, not one of {names}")
+    return enum[value]
+
+
+def _sa_from_json(entry: dict[str, Any], where: str) -> SecurityAssociation:
+    """One SA of a key file; a one-line :class:`KeyFileError` naming the field."""
+    for name in _SA_INT_FIELDS:
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise KeyFileError(f"{where}: field {name!r} is {value!r}, not an integer")
+    if not isinstance(entry.get("management", False), bool):
+        raise KeyFileError(f"{where}: field 'management' is not true or false")
+    options = dict(entry)
+    options["link"] = _enum_field(entry, "link", Link, where)
+    options["service_type"] = _enum_field(entry, "service_type", ServiceType, where)
+    vcids = _field(entry, "vcids", list, where)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vcids):
+        raise KeyFileError(f"{where}: field 'vcids' is {vcids!r}, not a list of integers")
+    options["vcids"] = frozenset(vcids)
+    if entry.get("arsn_source") is not None:
+        options["arsn_source"] = _enum_field(entry, "arsn_source", ArsnSource, where)
+    abm = entry.get("abm")
+    if abm is not None:
+        try:
+            options["abm"] = bytes.fromhex(abm) if isinstance(abm, str) else None
+        except ValueError:
+            options["abm"] = None
+        if options["abm"] is None:
+            raise KeyFileError(f"{where}: field 'abm' is not hex digits (or null)")
+    if "spi" not in entry:
+        raise KeyFileError(f"{where}: field 'spi' missing")
+    try:
+        return SecurityAssociation(**options)
+    except LocalProtocolError as exc:
+        raise KeyFileError(f"{where}: {exc}") from None
+
+
 def load_key_file(path: Path | str) -> KeyFile:
     """Read a key file; refuses one that group or others can access."""
     path = Path(path)
@@ -328,18 +398,7 @@ def load_key_file(path: Path | str) -> KeyFile:
         unknown = set(entry) - _SA_FIELDS
         if unknown:
             raise KeyFileError(f"{where}: unknown fields {sorted(unknown)}")
-        try:
-            options = dict(entry)
-            options["link"] = Link[_field(entry, "link", str, where)]
-            options["service_type"] = ServiceType[_field(entry, "service_type", str, where)]
-            options["vcids"] = frozenset(_field(entry, "vcids", list, where))
-            abm = entry.get("abm")
-            options["abm"] = bytes.fromhex(abm) if isinstance(abm, str) else None
-            sas.append(SecurityAssociation(**options))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise KeyFileError(f"{where}: {type(exc).__name__} {exc}") from None
-        except LocalProtocolError as exc:
-            raise KeyFileError(f"{where}: {exc}") from None
+        sas.append(_sa_from_json(entry, where))
     try:
         SaTable(sas, keys)
     except LocalProtocolError as exc:
@@ -506,10 +565,23 @@ class CounterStore:
         counter.confirm_reservation(mark)
         return mark
 
-    def ensure(self, counter: TxCounter) -> None:
-        """Reserve a block when ``counter`` has no reserved value left."""
+    def ensure(self, counter: TxCounter, block: int | None = None) -> None:
+        """Reserve a block (``block`` values, default :attr:`block`) when ``counter``
+        has no reserved value left."""
         if counter.remaining_reserved <= 0:
-            self.reserve(counter)
+            self.reserve(counter, block)
+
+    def save_window(self, spi: int, highest: int) -> None:
+        """Persist one receive window's highest ARSN now (merged by the larger value).
+
+        The spacecraft calls it on every frame that moves a window, before the frame
+        is delivered (``SaTable.on_window_advance``): after a crash it resumes exactly
+        there, so it accepts no replay and refuses nothing the ground sends next.
+        """
+        with self._locked():
+            known = _merge_records(self._load(), self.record)
+            known.rx[spi] = max(known.rx.get(spi, highest), highest)
+            self._write(known)
 
     def save_receive_state(self, table: SaTable, manager: KeyManager | None = None) -> None:
         """Persist the receive windows (and OTAR IVs) so a restart accepts no replay.
@@ -552,6 +624,9 @@ class RoleSecurity:
     #: SPI of the TC SA (ground sends) and of the TM SA (spacecraft sends).
     tc_spi: int
     tm_spi: int
+    #: The ground's sender on the TC management SA (Set ARSN, 355.1-B-1), sharing
+    #: :attr:`security`'s table; None without a ``management`` SA in the key file.
+    management: LinkSecurity | None = None
 
     def save_receive_state(self) -> None:
         """Persist the receive window (on a clean exit), so a restart accepts no replay."""
@@ -570,7 +645,7 @@ class RoleSecurity:
 
 
 def _send_spi(key_file: KeyFile, link: Link, path: Path) -> int:
-    spis = sorted(sa.spi for sa in key_file.sas if sa.link == link)
+    spis = sorted(sa.spi for sa in key_file.sas if sa.link == link and not sa.management)
     if not spis:
         raise KeyFileError(f"key file {path}: no {link.name} security association")
     return spis[0]
@@ -591,23 +666,42 @@ def _unpersisted_reserve(counter: TxCounter) -> None:
         counter.confirm_reservation(counter.plan_reservation(DEFAULT_BLOCK))
 
 
+def _step_for(sa: SecurityAssociation, block: int | None) -> int:
+    """The reservation step of ``sa``: ``block`` when given (within the window), else
+    the SA's own (:attr:`SecurityAssociation.effective_reservation_step`)."""
+    if block is None:
+        return sa.effective_reservation_step
+    if block < 1 or (sa.max_arsn_jump is not None and block > sa.max_arsn_jump):
+        raise LocalProtocolError(
+            f"reservation block {block} for SA {sa.spi}: needs 1..{sa.max_arsn_jump}"
+            " (its max_arsn_jump), or a restart jumps past the receiver's window"
+        )
+    return block
+
+
 def link_security(
     key_path: Path | str,
     *,
     role: Role,
     state_dir: Path | str | None = None,
     persist: bool = True,
-    block: int = DEFAULT_BLOCK,
+    block: int | None = None,
+    persist_windows: bool | None = None,
 ) -> RoleSecurity:
     """The SDLS of ``role`` ("ground" or "spacecraft") from the key file ``key_path``.
 
     Refuses a key file group or others can read (:class:`InsecureKeyFile`, naming the
-    path).  The role sends under the first TC SA (ground) or TM SA (spacecraft) and
-    accepts every SA of the file.  With ``persist`` its counter file
-    (:func:`counter_path`) resumes the sending counter and the receive windows and is
-    written before each new block of ``block`` IVs (other processes of the same role
-    may share it, see :class:`CounterStore`); without it (a replay) the counter starts
-    at 1 and nothing is written.
+    path).  The role sends under the first TC SA that is not a management SA (ground)
+    or the first TM SA (spacecraft) and accepts every SA of the file; the ground also
+    gets the TC management SA, if the file has one, as :attr:`RoleSecurity.management`.
+    With ``persist`` its counter file (:func:`counter_path`) resumes the sending
+    counters and the receive windows and is written before each new block of IVs:
+    ``block`` IVs, default the SA's ``reservation_step`` (other processes of the same
+    role may share it, see :class:`CounterStore`).  ``persist_windows`` (default: on
+    for the spacecraft) also writes a receive window each time it moves, so that a
+    crash loses no window; otherwise they are written by
+    :meth:`RoleSecurity.save_receive_state`.  Without ``persist`` (a replay) the
+    counters start at 1 and nothing is written.
     """
     if role not in _SEND_LINK:
         raise LocalProtocolError(f"role {role!r} is neither 'ground' nor 'spacecraft'")
@@ -616,22 +710,53 @@ def link_security(
     tc_spi = _send_spi(key_file, Link.TC, key_path)
     tm_spi = _send_spi(key_file, Link.TM, key_path)
     send_spi = tc_spi if role == "ground" else tm_spi
+    management_spi = (
+        next((sa.spi for sa in sorted(key_file.sas, key=_by_spi) if sa.management), None)
+        if role == "ground"
+        else None
+    )
     if not persist:
         table = key_file.sa_table()
-        counter = TxCounter.for_sa(table[send_spi])
         security = LinkSecurity(
-            table=table, send_spi=send_spi, counter=counter, reserve=_unpersisted_reserve
+            table=table,
+            send_spi=send_spi,
+            counter=TxCounter.for_sa(table[send_spi]),
+            reserve=_unpersisted_reserve,
         )
-        return RoleSecurity(security, None, tc_spi, tm_spi)
-    store = CounterStore(counter_path(key_path, role, state_dir), block=block)
-    table = key_file.sa_table(replay_state=store.record.rx)
-    security = LinkSecurity(
-        table=table,
-        send_spi=send_spi,
-        counter=store.counter(table[send_spi]),
-        reserve=store.ensure,
+        management = (
+            None
+            if management_spi is None
+            else LinkSecurity(
+                table=table,
+                send_spi=management_spi,
+                counter=TxCounter.for_sa(table[management_spi]),
+                reserve=_unpersisted_reserve,
+            )
+        )
+        return RoleSecurity(security, None, tc_spi, tm_spi, management)
+    store = CounterStore(counter_path(key_path, role, state_dir))
+    windows = role == "spacecraft" if persist_windows is None else persist_windows
+    table = key_file.sa_table(
+        replay_state=store.record.rx,
+        on_window_advance=store.save_window if windows else None,
     )
-    return RoleSecurity(security, store, tc_spi, tm_spi)
+
+    def sender(spi: int) -> LinkSecurity:
+        sa = table[spi]
+        step = _step_for(sa, block)
+        return LinkSecurity(
+            table=table,
+            send_spi=spi,
+            counter=store.counter(sa),
+            reserve=lambda counter: store.ensure(counter, step),
+        )
+
+    management = None if management_spi is None else sender(management_spi)
+    return RoleSecurity(sender(send_spi), store, tc_spi, tm_spi, management)
+
+
+def _by_spi(sa: SecurityAssociation) -> int:
+    return sa.spi
 
 
 #: ``sdls/<reason>`` drop keys counted under their own name in :func:`security_record`.

@@ -3,6 +3,9 @@
 * the PDUs: :class:`OtarPdu` (Over-The-Air Rekeying: new session keys encrypted under
   a master key), :class:`KeyActivationPdu`, :class:`KeyDeactivationPdu`; built with
   :func:`build_otar` and ``to_bytes()``, decoded with :func:`decode_ep_pdu`;
+* the SA management PDUs :class:`SetArsnPdu`, :class:`ReadArsnPdu` and
+  :class:`ArsnReplyPdu` (355.1-B-1 Set ARSN / Read ARSN): the way a sender that ran
+  past the receiver's window (a long loss, COP-1 retransmissions) gets back in;
 * :class:`KeyManager`: the receiving engine, which verifies an OTAR PDU (MAC, then its
   IV against a replay window per master key), installs the keys PRE-ACTIVE, and moves
   keys along the 355.1-B-1 life cycle (:data:`~linkstack.sdls.keys.KEY_TRANSITIONS`)
@@ -20,6 +23,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 
 from linkstack.errors import InvalidState, LocalProtocolError
+from linkstack.sdls.associations import SaTable, ServiceType
 from linkstack.sdls.cipher import GCM_IV_LENGTH, GCM_MAC_LENGTH
 from linkstack.sdls.counters import TxCounter, master_counter_label
 from linkstack.sdls.errors import EP_BOOK, KeyManagementError, ReplayRejected
@@ -55,16 +59,76 @@ SG_KEY_MGMT: Final = 0b00  # CryptoLib SG_KEY_MGMT
 PID_OTAR: Final = 0x1  # CryptoLib PID_OTAR
 PID_KEY_ACTIVATION: Final = 0x2  # CryptoLib PID_KEY_ACTIVATION
 PID_KEY_DEACTIVATION: Final = 0x3  # CryptoLib PID_KEY_DEACTIVATION
+PDU_TYPE_REPLY: Final = 1  # CryptoLib PDU_TYPE_REPLY
+SG_SA_MGMT: Final = 0b01  # SA management service group, 355.1-B-1 (CryptoLib SG_SA_MGMT)
+PID_SET_ARSN: Final = 0b1010  # Set ARSN, 355.1-B-1 (CryptoLib PID_SET_ARSN)
+PID_READ_ARSN: Final = 0b0000  # Read ARSN, 355.1-B-1 (CryptoLib PID_READ_ARSN)
+_SPI: Final = struct.Struct(">H")
 _KEY_ID: Final = struct.Struct(">H")
 _KEY_BLOCK_LENGTH: Final = _KEY_ID.size + KEY_LENGTH
 
 
-def _tag(pid: int) -> int:
-    return PDU_TYPE_COMMAND << 7 | 0 << 6 | SG_KEY_MGMT << 4 | pid
+def _tag(pid: int, *, group: int = SG_KEY_MGMT, pdu_type: int = PDU_TYPE_COMMAND) -> int:
+    return pdu_type << 7 | 0 << 6 | group << 4 | pid
 
 
-def _tlv(pid: int, value: bytes) -> bytes:
-    return _TLV_HEADER.pack(_tag(pid), 8 * len(value)) + value
+def _tlv(pid: int, value: bytes, *, group: int = SG_KEY_MGMT, pdu_type: int = 0) -> bytes:
+    return _TLV_HEADER.pack(_tag(pid, group=group, pdu_type=pdu_type), 8 * len(value)) + value
+
+
+# SA management Values (355.1-B-1; CryptoLib sa_setARSN / sa_readARSN):
+#   Set ARSN:           SPI (2) | ARSN (1..16, the SA's ARSN field length)
+#   Read ARSN:          SPI (2)
+#   Read ARSN reply:    SPI (2) | ARSN (1..16)
+_MAX_ARSN_OCTETS: Final = 16  # CryptoLib ARSN_SIZE / IV_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SetArsnPdu:
+    """Set ARSN: the receiver of SA ``spi`` takes ``arsn`` as the highest accepted."""
+
+    spi: int
+    arsn: int
+    #: Octets of the ARSN field on the wire (the SA's :attr:`arsn_length`).
+    arsn_length: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.spi <= 0xFFFF or not 1 <= self.arsn_length <= _MAX_ARSN_OCTETS:
+            raise LocalProtocolError(
+                f"Set ARSN: SPI {self.spi} outside 0..65535 or ARSN length {self.arsn_length}"
+                f" outside 1..{_MAX_ARSN_OCTETS}"
+            )
+        if not 0 <= self.arsn < 1 << (8 * self.arsn_length):
+            raise LocalProtocolError(
+                f"Set ARSN: ARSN {self.arsn} does not fit {self.arsn_length} octets"
+            )
+
+    def to_bytes(self) -> bytes:
+        value = _SPI.pack(self.spi) + self.arsn.to_bytes(self.arsn_length, "big")
+        return _tlv(PID_SET_ARSN, value, group=SG_SA_MGMT)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadArsnPdu:
+    """Read ARSN: asks for the highest ARSN the receiver of SA ``spi`` accepted."""
+
+    spi: int
+
+    def to_bytes(self) -> bytes:
+        return _tlv(PID_READ_ARSN, _SPI.pack(self.spi), group=SG_SA_MGMT)
+
+
+@dataclass(frozen=True, slots=True)
+class ArsnReplyPdu:
+    """Reply to Read ARSN: SA ``spi``'s highest accepted ARSN (0 before any)."""
+
+    spi: int
+    arsn: int
+    arsn_length: int
+
+    def to_bytes(self) -> bytes:
+        value = _SPI.pack(self.spi) + self.arsn.to_bytes(self.arsn_length, "big")
+        return _tlv(PID_READ_ARSN, value, group=SG_SA_MGMT, pdu_type=PDU_TYPE_REPLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +169,7 @@ class KeyDeactivationPdu:
         return _tlv(PID_KEY_DEACTIVATION, b"".join(_KEY_ID.pack(k) for k in self.key_ids))
 
 
-EpPdu = OtarPdu | KeyActivationPdu | KeyDeactivationPdu
+EpPdu = OtarPdu | KeyActivationPdu | KeyDeactivationPdu | SetArsnPdu | ReadArsnPdu | ArsnReplyPdu
 
 
 def _ep_error(reason: str, detail: str) -> KeyManagementError:
@@ -160,6 +224,8 @@ def decode_ep_pdu(data: bytes) -> EpPdu:
     value = bytes(data[_TLV_HEADER.size :])
     if bits % 8 or bits // 8 != len(value):
         raise _ep_error("bad-pdu", f"length field {bits} bits, {len(value)} octets of value")
+    if tag >> 4 & 0b11 == SG_SA_MGMT:
+        return _decode_sa_mgmt(tag, value)
     if tag >> 7 != PDU_TYPE_COMMAND or tag >> 4 & 0b11 != SG_KEY_MGMT:
         raise _ep_error("bad-pdu", f"tag 0x{tag:02X} is not a key management command")
     pid = tag & 0x0F
@@ -181,6 +247,48 @@ def decode_ep_pdu(data: bytes) -> EpPdu:
     raise _ep_error("bad-pdu", f"procedure id {pid} not supported")
 
 
+def _decode_sa_mgmt(tag: int, value: bytes) -> EpPdu:
+    """Set ARSN, Read ARSN and its reply (355.1-B-1 SA management)."""
+    pid, reply = tag & 0x0F, tag >> 7
+    if pid == PID_READ_ARSN and not reply:
+        if len(value) != _SPI.size:
+            raise _ep_error("bad-pdu", f"Read ARSN value of {len(value)} octets, needs 2")
+        return ReadArsnPdu(_SPI.unpack(value)[0])
+    if pid in (PID_SET_ARSN, PID_READ_ARSN):
+        n = len(value) - _SPI.size
+        if not 1 <= n <= _MAX_ARSN_OCTETS:
+            raise _ep_error(
+                "bad-pdu", f"ARSN of {n} octets (value of {len(value)}), 1..{_MAX_ARSN_OCTETS}"
+            )
+        (spi,) = _SPI.unpack_from(value)
+        arsn = int.from_bytes(value[_SPI.size :], "big")
+        if pid == PID_READ_ARSN:
+            return ArsnReplyPdu(spi, arsn, n)
+        if reply:
+            raise _ep_error("bad-pdu", "Set ARSN has no reply")
+        return SetArsnPdu(spi, arsn, n)
+    raise _ep_error("bad-pdu", f"SA management procedure id {pid} not supported")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArsnSet:
+    """Outcome of Set ARSN: SA ``spi``'s window now starts above ``arsn`` (``moved``
+    False: it already stood there or beyond, and the receiver never moves back)."""
+
+    spi: int
+    arsn: int
+    moved: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArsnRead:
+    """Outcome of Read ARSN: the reply PDU to send back (``reply``, its octets)."""
+
+    spi: int
+    arsn: int
+    reply: bytes
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeysChanged:
     """Outcome of one applied PDU."""
@@ -198,8 +306,16 @@ class KeyManager:
     key ring afterwards.  A PDU applies whole or not at all.
     """
 
-    def __init__(self, keys: KeyRing, *, otar_highest: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        otar_highest: Mapping[int, int] | None = None,
+        table: SaTable | None = None,
+    ) -> None:
         self.keys = keys
+        #: The SA table Set ARSN and Read ARSN act on (None: SA management refused).
+        self.table = table
         self._otar = {
             mkid: ReplayWindow(1, highest=value) for mkid, value in (otar_highest or {}).items()
         }
@@ -208,10 +324,14 @@ class KeyManager:
         """Highest OTAR IV accepted per master key, for the counter file."""
         return {k: w.highest for k, w in self._otar.items() if w.highest is not None}
 
-    def handle_pdu(self, data: bytes) -> KeysChanged:
+    def handle_pdu(self, data: bytes) -> KeysChanged | ArsnSet | ArsnRead:
         pdu = decode_ep_pdu(data)
         if isinstance(pdu, OtarPdu):
             return self._otar_pdu(pdu)
+        if isinstance(pdu, SetArsnPdu | ReadArsnPdu):
+            return self._sa_management(pdu)
+        if isinstance(pdu, ArsnReplyPdu):
+            raise _ep_error("bad-pdu", f"a Read ARSN reply (SPI {pdu.spi}) is not a command")
         new = KeyState.ACTIVE if isinstance(pdu, KeyActivationPdu) else KeyState.DEACTIVATED
         for key_id in pdu.key_ids:
             if key_id not in self.keys:
@@ -225,6 +345,28 @@ class KeyManager:
             self.keys.transition(key_id, new)
         name = "activation" if new == KeyState.ACTIVE else "deactivation"
         return KeysChanged(procedure=name, key_ids=pdu.key_ids, new_state=new)
+
+    def _sa_management(self, pdu: SetArsnPdu | ReadArsnPdu) -> ArsnSet | ArsnRead:
+        """Set ARSN / Read ARSN on :attr:`table` (355.1-B-1 SA management)."""
+        if self.table is None:
+            raise _ep_error("sa-management-off", "this end takes no SA management PDU")
+        if pdu.spi not in self.table:
+            raise _ep_error("unknown-spi", f"SPI {pdu.spi}")
+        sa = self.table[pdu.spi]
+        if sa.service_type == ServiceType.SA_PLAINTEXT:
+            raise _ep_error("bad-pdu", f"SPI {pdu.spi} is SA_PLAINTEXT: no ARSN")
+        if isinstance(pdu, ReadArsnPdu):
+            arsn = self.table.highest_arsn(pdu.spi) or 0
+            reply = ArsnReplyPdu(pdu.spi, arsn, sa.arsn_length).to_bytes()
+            return ArsnRead(spi=pdu.spi, arsn=arsn, reply=reply)
+        if pdu.arsn_length != sa.arsn_length:
+            raise _ep_error(
+                "bad-pdu",
+                f"Set ARSN for SPI {pdu.spi}: {pdu.arsn_length}-octet ARSN, the SA's is"
+                f" {sa.arsn_length}",
+            )
+        moved = self.table.set_arsn(pdu.spi, pdu.arsn)
+        return ArsnSet(spi=pdu.spi, arsn=pdu.arsn, moved=moved)
 
     def _otar_pdu(self, pdu: OtarPdu) -> KeysChanged:
         mkid = pdu.master_key_id

@@ -63,5 +63,10 @@ class ReplayWindow:
         else:
             self._seen |= 1 << (self.highest - value)
 
+    def jump_to(self, value: int) -> None:
+        """Make ``value`` the highest accepted, with nothing below it accepted any more
+        (Set ARSN, 355.1-B-1): only ever forward, the caller checks."""
+        self.highest, self._seen = value, (1 << self.window) - 1
+
     def __repr__(self) -> str:
         return f"ReplayWindow(highest={self.highest}, window={self.window})"

@@ -31,7 +31,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -369,6 +369,7 @@ class GroundStation:
         id_source: IdSource | None = None,
         recovery: RecoveryConfig | None = None,
         security: LinkSecurity | None = None,
+        vc_security: Mapping[int, LinkSecurity] | None = None,
     ) -> None:
         if id_source is not None and first_request_id != 0:
             raise LocalProtocolError(
@@ -377,7 +378,8 @@ class GroundStation:
         self._id_source = id_source or sequential_ids(first_request_id)
         self.tokenizer = tokenizer
         #: With ``security`` (SDLS) every frame is protected up and verified down.
-        self.endpoint = GroundEndpoint(config or LinkConfig(), security)
+        #: ``vc_security``: the sending SDLS of the other TC VCs (a TC SA applies to one).
+        self.endpoint = GroundEndpoint(config or LinkConfig(), security, vc_security=vc_security)
         self.counters = StationCounters()
         #: The recovery policy of every request, and its traffic over all of them.
         self.recovery_config = recovery or RecoveryConfig()
@@ -469,6 +471,14 @@ class GroundStation:
     ) -> Answer:
         """Send a request and wait for its answer (see :meth:`RequestHandle.answer`)."""
         return await self.submit(prompt_ids, params, on_update=on_update).answer(timeout)
+
+    def send_key_management(self, pdu: bytes) -> None:
+        """Send one SDLS key management PDU now, on the TC VC it is routed to
+        (``LinkConfig.tc_routes``; a VC of its own keeps it clear of the requests)."""
+        if self._link is None:
+            raise InvalidState("no link attached")
+        self.endpoint.send_key_management(pdu, asyncio.get_running_loop().time())
+        self._transmit()
 
     def cancel(self, request_id: int) -> None:
         """Send a Cancel for a request in flight; its answer still comes (CANCELLED)."""

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PROMPT = "Hello from the ground station. What do you see from orbit?"
 DEFAULT_TIMEOUT_S = 600.0
+#: ``--rekey-at``: the TC VC of key management, and the id of the new session key.
+REKEY_VCID = 1
+REKEY_KEY_ID = 140
 
 
 def _outage(text: str) -> Outage:
@@ -71,6 +75,16 @@ def _decibels(text: str) -> float:
         value = math.nan
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB")
+    return value
+
+
+def _at_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return value
 
 
@@ -137,6 +151,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="loss of signal both ways, seconds after the start (repeatable)",
     )
     demo.add_argument(
+        "--rekey-at",
+        type=_at_seconds,
+        metavar="S",
+        help="S seconds after the request, rekey over the link on TC VC 1 while the answer"
+        " streams on VC 0: SDLS on both ways under keys made for this run, an OTAR of a"
+        " new session key and its activation (not with --keys)",
+    )
+    demo.add_argument(
         "--coding",
         default="none",
         choices=CODINGS,
@@ -170,6 +192,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     demo.add_argument(
         "--json", action="store_true", help="print one JSON object at the end (docs/json.md)"
+    )
+    demo.add_argument(
+        "--via-gnuradio",
+        action="store_true",
+        help="both directions as BPSK IQ through a GNU Radio channel flowgraph"
+        " (examples/gnuradio_channel.py, run by /usr/bin/python3; --ebn0: the downlink's,"
+        " default 6 dB)",
     )
     add_verbose_option(demo)
     add_session_options(
@@ -220,10 +249,16 @@ def _channels(args: argparse.Namespace) -> tuple[ChannelConfig, ChannelConfig]:
 def run(args: argparse.Namespace, io: Streams) -> int:
     from linkstack.console.recording import check_capture_path
 
+    if args.via_gnuradio:
+        from linkstack.cli import gnuradio_demo
+
+        return gnuradio_demo.run(args, io)
     uplink, downlink = _channels(args)
     params = wire_params(args)
     check_capture_path(args.capture, force=args.force)
 
+    if args.rekey_at is not None and args.keys is not None:
+        raise UsageError("--rekey-at makes its own keys for the run: leave out --keys")
     keys: tuple[RoleSecurity, RoleSecurity] | None = None
     if args.keys is not None:
         from linkstack.sdls.keystore import link_security
@@ -327,15 +362,28 @@ async def _demo(
     from groundstation.station import GroundStation
     from linkstack.aio import LoopbackLink
     from linkstack.capture.recording import RecordingLink
-    from linkstack.endpoints import LinkConfig
+    from linkstack.endpoints import (
+        Apid,
+        EphemeralSecurity,
+        LinkConfig,
+        TcRoute,
+        ephemeral_security,
+    )
     from onboard.service import OnboardService
 
     config = LinkConfig()
-    ground_sec, spacecraft_sec = (None, None) if keys is None else keys
+    ground_security = None if keys is None else keys[0].security
+    spacecraft_security = None if keys is None else keys[1].security
+    vc_security = None
+    rekeying: EphemeralSecurity | None = None
+    if args.rekey_at is not None:
+        # Key management on a TC VC of its own, each VC under its own SA.
+        config = LinkConfig(tc_routes=(TcRoute(Apid.KEY_MANAGEMENT, vcid=REKEY_VCID),))
+        rekeying = ephemeral_security(config, os.urandom)
+        ground_security, spacecraft_security = rekeying.security
+        vc_security = rekeying.tc_vc_security
     station = GroundStation(
-        handle.tokenizer,
-        config=config,
-        security=None if ground_sec is None else ground_sec.security,
+        handle.tokenizer, config=config, security=ground_security, vc_security=vc_security
     )
     made: dict[int, tuple[int, ...]] = {}  # the ground's EndAck frees the core's copy
     service = OnboardService.for_model(
@@ -343,9 +391,10 @@ async def _demo(
         link_config=config,
         downlink_rate_bps=downlink.rate_bps,
         on_generated=made.__setitem__,
-        security=None if spacecraft_sec is None else spacecraft_sec.security,
+        security=spacecraft_security,
     )
     recording: list[SessionRecorder] = []  # the recorder, once open
+    rekey_timer: asyncio.TimerHandle | None = None
 
     def to_ground(data: bytes, now: float) -> None:
         if recording:
@@ -375,6 +424,16 @@ async def _demo(
                 live.write(update.text)
 
             request = station.submit(prompt_ids, params, on_update=show)
+            rekey_sent: list[float] = []
+            if rekeying is not None:
+                loop = asyncio.get_running_loop()
+
+                def rekey() -> None:
+                    for pdu in rekeying.rekey(REKEY_KEY_ID):
+                        station.send_key_management(pdu)
+                    rekey_sent.append(loop.time() - request.sent_at)
+
+                rekey_timer = loop.call_later(args.rekey_at, rekey)
             waiting = asyncio.create_task(await_answer(request, timeout=args.timeout))
             # The onboard transmitter never ends by itself: if it does, it failed, and the
             # ground would otherwise wait for its timeout on a dead downlink.
@@ -385,6 +444,8 @@ async def _demo(
                 raise RunError(f"the onboard downlink stopped: {transmitter.exception()!r}")
             outcome = waiting.result()
     finally:
+        if rekey_timer is not None:
+            rekey_timer.cancel()
         transmitter.cancel()
         await asyncio.gather(transmitter, return_exceptions=True)
         service.close()
@@ -400,7 +461,27 @@ async def _demo(
         ends=(station, service, link),
         generated=made.get(answer.request_id, ()),
     )
-    record["security"] = _security_record(keys is not None, station, service)
+    record["security"] = _security_record(
+        keys is not None or rekeying is not None, station, service
+    )
+    if rekeying is not None:
+        record["rekey"] = {
+            "tc_vcid": REKEY_VCID,
+            "key_id": REKEY_KEY_ID,
+            "sent_s": rekey_sent[0] if rekey_sent else None,
+            "applied": [
+                {
+                    "procedure": event.procedure,
+                    "key_ids": list(event.key_ids),
+                    "at_s": at - request.sent_at,
+                }
+                for at, event in service.keys_changed
+            ],
+            "farm_vr": {str(vcid): farm.vr for vcid, farm in service.endpoint.farms.items()},
+        }
+        if not args.json:
+            applied = ", ".join(e["procedure"] for e in record["rekey"]["applied"]) or "nothing"
+            io.stderr.write(f"linkstack demo: rekey on TC VC {REKEY_VCID}: {applied} applied\n")
     return outcome, record
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,12 +37,15 @@ from groundstation.recovery import (
     StreamRecovery,
 )
 from linkstack.endpoints import (
+    EphemeralSecurity,
     GroundCounters,
     GroundEndpoint,
+    KeysChanged,
     LinkConfig,
     MessageReceived,
     SpacecraftCounters,
     SpacecraftEndpoint,
+    ephemeral_security,
 )
 from linkstack.errors import Dropped, Layer, LocalProtocolError
 from linkstack.inference.protocol import (
@@ -150,6 +153,10 @@ class MissionResult:
     #: The coded downlink's stage (symbols, raw bit errors, slips, hypothesis), when the
     #: downlink has coding="conv"; else None.
     downlink_coded: CodedStats | None = None
+    #: Key management PDUs the ground sent up (``key_management=``), and what the
+    #: spacecraft did with them, in order.
+    key_management_sent: int = 0
+    keys_changed: tuple[KeysChanged, ...] = ()
 
     @property
     def match(self) -> bool:
@@ -180,8 +187,13 @@ class Mission:
         generate: Generate,
         *,
         security: tuple[LinkSecurity, LinkSecurity] | None = None,
+        tc_vc_security: Mapping[int, LinkSecurity] | None = None,
+        key_management: Sequence[tuple[float, bytes]] = (),
     ) -> None:
-        """``security``: SDLS for (ground, spacecraft), or None for a link in the clear."""
+        """``security``: SDLS for (ground, spacecraft), or None for a link in the clear;
+        ``tc_vc_security``: the ground's sending SDLS of the other TC VCs (a TC SA
+        applies to one VC).  ``key_management``: (virtual time, PDU) the ground sends
+        up on APID KEY_MANAGEMENT, on the VC ``config.link.tc_routes`` gives it."""
         self.config = config
         self._generate = generate
         seeds = random.Random(config.seed)
@@ -190,7 +202,7 @@ class Mission:
             config.downlink, random.Random(seeds.getrandbits(64)), tm_coding=config.link.tm_coding
         )
         ground_security, spacecraft_security = security or (None, None)
-        self.ground = GroundEndpoint(config.link, ground_security)
+        self.ground = GroundEndpoint(config.link, ground_security, vc_security=tc_vc_security)
         self.spacecraft = SpacecraftEndpoint(config.link, spacecraft_security)
         self.now = 0.0
         self.core = OnboardCore(config.core, now=self.now)
@@ -209,6 +221,9 @@ class Mission:
         self._commands_sent: list[Message] = []
         self._commands_executed: list[Message] = []
         self._recovery_up_octets = 0
+        self._key_management = sorted(key_management, key=lambda item: item[0])
+        self._key_management_sent = 0
+        self.keys_changed: list[KeysChanged] = []
 
     # -- ground side -----------------------------------------------------------------
 
@@ -293,6 +308,8 @@ class Mission:
             if isinstance(event, MessageReceived):
                 self._commands_executed.append(event.message)
                 self.core.receive_message(event.message, self.now)
+            elif isinstance(event, KeysChanged):
+                self.keys_changed.append(event)
             elif isinstance(event, Dropped) and event.layer in (
                 Layer.APPLICATION,
                 Layer.SPACE_PACKET,
@@ -378,6 +395,8 @@ class Mission:
                 times.append(timer)
         if self._release is not None:
             times.append(self._release.due())
+        if self._key_management_sent < len(self._key_management):
+            times.append(self._key_management[self._key_management_sent][0])
         if self._waiting() or self._trailing_idle:
             times.append(self._next_frame)
         else:
@@ -392,6 +411,7 @@ class Mission:
             self.spacecraft.receive_bytes(cltu, self.now)
         self._spacecraft_events()
         self._release_due()
+        self._send_key_management()
         self._transmit()
         for cadu in self.downlink.deliveries(self.now):
             self.ground.receive_bytes(cadu, self.now)
@@ -399,9 +419,24 @@ class Mission:
         self._ground_events()
         self._uplink()
 
+    def _send_key_management(self) -> None:
+        schedule = self._key_management
+        while self._key_management_sent < len(schedule):
+            at, pdu = schedule[self._key_management_sent]
+            if at > self.now:
+                return
+            self.ground.send_key_management(pdu, self.now)
+            self._key_management_sent += 1
+        self._uplink()
+
     def uplink_quiet(self) -> bool:
-        """Every command sent is acknowledged (FOP-1 holds none) and none is on the air."""
-        return self._uplink_clear() and self.uplink.in_flight == 0
+        """Every command sent is acknowledged (no FOP-1, on any TC VC, holds one), none
+        is on the air and no key management PDU waits for its time."""
+        return (
+            self.ground.uplink_clear
+            and self.uplink.in_flight == 0
+            and self._key_management_sent == len(self._key_management)
+        )
 
     def run_request(self, request: PromptRequest) -> MissionResult:
         """Submit ``request`` and run until its answer is complete (or the time limit),
@@ -466,6 +501,8 @@ class Mission:
                 if self.downlink.coded is None
                 else dataclasses.replace(self.downlink.coded.stats)
             ),
+            key_management_sent=self._key_management_sent,
+            keys_changed=tuple(self.keys_changed),
         )
 
 
@@ -477,9 +514,28 @@ def simulate(
     *,
     request_id: int = 1,
     security: tuple[LinkSecurity, LinkSecurity] | None = None,
+    tc_vc_security: Mapping[int, LinkSecurity] | None = None,
+    key_management: Sequence[tuple[float, bytes]] = (),
 ) -> MissionResult:
-    """One request through the whole system on a virtual clock."""
-    mission = Mission(config, generate, security=security)
+    """One request through the whole system on a virtual clock (``Mission`` says what
+    ``security``, ``tc_vc_security`` and ``key_management`` do)."""
+    mission = Mission(
+        config,
+        generate,
+        security=security,
+        tc_vc_security=tc_vc_security,
+        key_management=key_management,
+    )
     return mission.run_request(
         PromptRequest(request_id=request_id, params=params, prompt_ids=prompt_ids)
     )
+
+
+__all__ = [
+    "EphemeralSecurity",
+    "Mission",
+    "MissionConfig",
+    "MissionResult",
+    "ephemeral_security",
+    "simulate",
+]

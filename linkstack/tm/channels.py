@@ -438,8 +438,16 @@ class TmDepacketizer:
     Packets and OID frames are discarded and counted in ``stats``.
     """
 
-    def __init__(self, config: TmChannelConfig) -> None:
+    def __init__(self, config: TmChannelConfig, *, vcids: Iterable[int] | None = None) -> None:
         self.config = config
+        #: The VCs of this master channel the receiver knows (None: any). A frame of
+        #: another VC is dropped whole, OCF included ('unknown-vcid'): the Virtual
+        #: Channel Demultiplexing Function has no user for it (CCSDS 132.0-B-3 4.3,
+        #: on the VCID of 4.1.2.3).
+        self.vcids: frozenset[int] | None = None if vcids is None else frozenset(vcids)
+        if self.vcids is not None:
+            for vcid in self.vcids:
+                _check("vcid", vcid, 0, MAX_VCID, "CCSDS 132.0-B-3 4.1.2.3")
         self._events: deque[TmEvent] = deque()
         self._expected_mc: int | None = None
         self._vcs: dict[int, _VcRx] = {}
@@ -462,11 +470,24 @@ class TmDepacketizer:
 
     def receive_tm_frame(self, frame: TmFrame) -> None:
         """Accept one already parsed (and, with SDLS, already unprotected) frame."""
-        self.stats.frames += 1
+        # The MC Frame Count runs over every frame of the master channel (4.1.2.5),
+        # a frame of an unknown VC included.
         got_mc = frame.mc_count
         if self._expected_mc is not None and got_mc != self._expected_mc:
             self._lost(None, self._expected_mc, got_mc)
         self._expected_mc = (got_mc + 1) % FRAME_COUNT_MODULUS
+        if self.vcids is not None and frame.vcid not in self.vcids:
+            self._drop(
+                Dropped(
+                    layer=_LAYER,
+                    reason="unknown-vcid",
+                    clause="CCSDS 132.0-B-3 4.1.2.3",
+                    octets=len(frame.data),
+                    detail=f"VC {frame.vcid}; this receiver knows VCs {sorted(self.vcids)}",
+                )
+            )
+            return
+        self.stats.frames += 1
 
         vc = self._vcs.setdefault(frame.vcid, _VcRx())
         lost = vc.expected_count is not None and frame.vc_count != vc.expected_count

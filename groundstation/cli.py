@@ -84,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("prompt", metavar="PROMPT", help="prompt text")
     ask.add_argument(
-        "--link", required=True, metavar="URL", help="tcp://HOST:PORT or udp://HOST:PORT"
+        "--link",
+        required=True,
+        metavar="URL",
+        help="tcp://HOST:PORT, udp://HOST:PORT, or zmq://?tx=ENDPOINT&rx=ENDPOINT (BPSK IQ"
+        " both ways, docs/radio.md)",
     )
     ask.add_argument("--json", action="store_true", help="print one JSON object (docs/json.md)")
     ask.add_argument(
@@ -147,7 +151,222 @@ def build_parser() -> argparse.ArgumentParser:
     _add_iq_options(replay)
     add_verbose_option(replay)
     replay.set_defaults(handler=_replay)
+    _add_serve_commands(commands)
     return parser
+
+
+# -- serve: the OpenAI-compatible gateway (groundstation/gateway/, docs/gateway.md) ---------
+
+#: Hosts ``serve`` may listen on without ``--api-keys``.
+_LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1", "localhost")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (port 0..65535)")
+    return host, int(port)
+
+
+def _add_serve_commands(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve OpenAI-compatible HTTP endpoints over the link (many users at once)",
+        description="Listen for HTTP on --http and serve /v1/models, /v1/chat/completions"
+        " and /v1/completions (OpenAI-compatible, streaming as server-sent events) over one"
+        " link to `onboard serve`, with an operator page at /.  Requests of every client"
+        " share the link; a client that disconnects gets its request cancelled on board."
+        "  Stops on SIGINT or SIGTERM (exit 0).  docs/gateway.md has the details.",
+    )
+    serve.add_argument(
+        "--http",
+        required=True,
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="where to listen for HTTP; port 0 picks a free one (printed when ready)",
+    )
+    serve.add_argument(
+        "--link", required=True, metavar="URL", help="tcp://HOST:PORT or udp://HOST:PORT"
+    )
+    serve.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="API key file (groundstation api-key add; mode 0600): clients send"
+        " 'Authorization: Bearer KEY'; required unless HOST is a loopback address",
+    )
+    serve.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="SDLS key file (linkstack keys generate): protect the uplink and verify the"
+        " downlink; IV counters are kept in PATH.ground.counters",
+    )
+    serve.add_argument(
+        "--model",
+        default="embedded",
+        metavar="SPEC",
+        help="whose tokenizer, as for ask (default embedded)",
+    )
+    serve.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="the model name /v1/models lists and requests give (default: SPEC, or the"
+        " checkpoint directory's name)",
+    )
+    serve.add_argument(
+        "--max-prompt-tokens",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="the uplink budget: longer prompts get 413 (default and most 16384)",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="max_tokens of a request that gives none (default 256)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=300.0,
+        metavar="S",
+        help="seconds a request may take before it is cancelled on board (504; default 300)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: PEM certificate chain")
+    serve.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: PEM private key")
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the ground keeps its request-id counter (as for ask)",
+    )
+    add_verbose_option(serve)
+    serve.set_defaults(handler=_serve)
+
+    api_key = commands.add_parser(
+        "api-key",
+        help="add a key to the gateway's API key file and print its token once",
+        description="Add a key named NAME to FILE (made with mode 0600 if absent) and print"
+        " its token on stdout, once: only its SHA-256 is stored.",
+    )
+    api_key.add_argument("action", choices=("add",), help="what to do")
+    api_key.add_argument("file", metavar="FILE", help="the API key file")
+    api_key.add_argument("name", metavar="NAME", help="who the key is for")
+    api_key.add_argument(
+        "--requests-per-minute",
+        type=positive_int,
+        default=60,
+        metavar="N",
+        help="the key's request rate (default 60)",
+    )
+    api_key.add_argument(
+        "--operator", action="store_true", help="the key may open the operator page"
+    )
+    api_key.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+    api_key.set_defaults(handler=_api_key)
+
+
+def _api_key(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
+    from groundstation.gateway.auth import add_key
+
+    try:
+        token = add_key(
+            args.file,
+            args.name,
+            requests_per_minute=args.requests_per_minute,
+            operator=args.operator,
+        )
+    except OSError as exc:
+        raise RunError(f"cannot write {args.file}: {os_cause(exc)}") from exc
+    stdout.write(token + "\n")
+    stderr.write(f"{PROG}: key {args.name!r} added to {args.file}; the token is shown once\n")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLine) -> int:
+    from groundstation.gateway.app import GatewayConfig
+    from groundstation.gateway.auth import ApiKeys
+    from groundstation.gateway.server import ServeOptions, bind, serve
+    from groundstation.request_ids import RequestIdAllocator
+    from linkstack.aio import LinkAddress
+    from linkstack.inference.protocol import MAX_PROMPT_IDS
+
+    try:
+        LinkAddress.parse(args.link)
+    except LocalProtocolError as exc:
+        raise UsageError(str(exc)) from exc
+    host, port = args.http
+    if args.api_keys is None and host not in _LOOPBACK_HOSTS:
+        raise UsageError(f"--http {host}:{port} is not a loopback address: give --api-keys FILE")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    max_prompt = args.max_prompt_tokens or MAX_PROMPT_IDS
+    if max_prompt > MAX_PROMPT_IDS:
+        raise UsageError(f"--max-prompt-tokens {max_prompt} is over the link's {MAX_PROMPT_IDS}")
+    from linkstack.inference.protocol import MAX_NEW_TOKENS
+
+    if args.default_max_tokens > MAX_NEW_TOKENS:
+        raise UsageError(
+            f"--default-max-tokens {args.default_max_tokens} is over the link's {MAX_NEW_TOKENS}"
+        )
+    keys = None if args.api_keys is None else ApiKeys.load(args.api_keys)
+    tokenizer = _load_tokenizer(args.model)
+    model_name = args.model_name or (
+        args.model if args.model in BUILT_IN_MODELS else Path(args.model).resolve().name
+    )
+    security: RoleSecurity | None = None
+    if args.keys is not None:
+        from linkstack.sdls.keystore import link_security
+
+        security = link_security(args.keys, role="ground")
+    options = ServeOptions(host, port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    try:
+        sock = bind(options)
+    except OSError as exc:
+        raise RunError(f"cannot listen on {host}:{port}: {os_cause(exc)}") from exc
+    config = GatewayConfig(
+        model_name=model_name,
+        stop_ids=default_stop_ids(args.model, tokenizer.eos_ids),
+        link_url=args.link,
+        max_prompt_tokens=max_prompt,
+        default_max_tokens=args.default_max_tokens,
+        request_timeout_s=args.timeout,
+    )
+
+    def ready(url: str) -> None:
+        stderr.write(f"{PROG}: serving {url} (model {model_name}, link {args.link})\n")
+        stderr.flush()
+
+    try:
+        gateway = asyncio.run(
+            serve(
+                sock,
+                options,
+                link_url=args.link,
+                tokenizer=tokenizer,
+                config=config,
+                keys=keys,
+                id_source=RequestIdAllocator.default(args.state_dir),
+                security=None if security is None else security.security,
+                open_link_timeout_s=30.0,
+                on_ready=ready,
+            )
+        )
+    except (OSError, TimeoutError) as exc:
+        cause = os_cause(exc) if isinstance(exc, OSError) else "timed out"
+        raise RunError(f"cannot open {args.link}: {cause}") from exc
+    finally:
+        sock.close()
+    if security is not None:
+        security.save_receive_state()
+    counts = gateway.counters
+    stderr.write(
+        f"{PROG}: stopped; {counts['requests']} requests, {counts['refused']} refused,"
+        f" {counts['disconnect_cancels']} cancelled for clients gone\n"
+    )
+    return EXIT_OK
 
 
 # -- tokenizer and parameters, as onboard generate has them ------------------------------

@@ -42,7 +42,7 @@ class Streams:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from linkstack.cli import cadu, capture, cltu, demo, keys, radio
+    from linkstack.cli import cadu, capture, cltu, demo, keys, radio, sdls
 
     parser = new_parser("linkstack", "CCSDS space-link stack for LLM inference in orbit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     capture.register(commands)
     keys.register(commands)
     radio.register(commands)
+    sdls.register(commands)
+    from linkstack.cli import constellation
+
+    constellation.register(commands)
     return parser
 
 

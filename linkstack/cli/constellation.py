@@ -1,0 +1,288 @@
+"""``linkstack constellation passes|simulate``: a constellation's contact plan and the
+round trips of queries through it (docs/constellation.md).
+
+``passes`` lists every pass (rise, culmination, set, maximum elevation, light time and
+Doppler at culmination) of every satellite over every station in the window; a window
+with no pass at all says ``no contact``.  ``simulate`` sends queries (Poisson, or a
+``--trace`` file of ``seconds,station`` lines) up at the earliest contact, runs them
+through each satellite's model (a timing model: ``--first-token-s``, ``--tokens-per-s``)
+and routes the answers down, through inter-satellite links with ``--isl``; it reports
+the round trip's percentiles, the share under two minutes, tokens delivered and
+handovers, and with ``--plot DIR`` writes PNGs.
+
+Satellites come from ``--tle FILE`` (elements older than ``--max-age-days`` at the
+window start are refused as expired), a Walker-delta pattern (``--walker T/P/F
+--altitude-km H --inclination-deg I``), or by default the shipped set of 12 synthetic
+satellites; stations from ``--stations FILE`` (TOML) or the shipped three.  The window
+starts at ``--start`` (ISO 8601, UTC) or the shipped elements' epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from linkstack.cli.main import EXIT_OK, Streams
+from linkstack.console.base import UsageError, positive_int, positive_number
+from linkstack.errors import LocalProtocolError
+
+
+def _start(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hours", type=positive_number, default=24.0, help="window length")
+    parser.add_argument("--start", type=_start, help="window start, ISO 8601 UTC")
+    parser.add_argument("--tle", metavar="FILE", help="satellites from a TLE file")
+    parser.add_argument("--walker", metavar="T/P/F", help="a Walker-delta pattern")
+    parser.add_argument(
+        "--altitude-km", type=positive_number, default=550.0, help="--walker: altitude, km"
+    )
+    parser.add_argument(
+        "--inclination-deg", type=float, default=53.0, help="--walker: inclination, deg"
+    )
+    parser.add_argument(
+        "--max-age-days",
+        type=positive_number,
+        default=14.0,
+        help="TLEs further than this from the window start are expired",
+    )
+    parser.add_argument("--stations", metavar="FILE", help="ground stations (TOML)")
+    parser.add_argument(
+        "--step", type=positive_number, default=30.0, help="pass search grid step, s"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "constellation",
+        help="contact plan and query round trips of a constellation",
+        description=__doc__,
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    passes = actions.add_parser("passes", help="every pass over every station")
+    _common(passes)
+    passes.set_defaults(handler=_passes)
+    sim = actions.add_parser("simulate", help="queries up, answers down: round trips")
+    _common(sim)
+    sim.add_argument("--queries", type=int, default=1000, help="Poisson arrivals in the window")
+    sim.add_argument("--trace", metavar="FILE", help="queries from 'seconds,station' lines")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the query arrivals")
+    sim.add_argument(
+        "--isl",
+        nargs="?",
+        const="grid",
+        choices=("none", "plane", "grid"),
+        default="none",
+        help="inter-satellite links (--isl alone: grid)",
+    )
+    sim.add_argument("--isl-range-km", type=positive_number, default=5000.0, help="longest ISL, km")
+    sim.add_argument("--isl-rate-bps", type=positive_number, default=10e6, help="ISL rate, bit/s")
+    sim.add_argument(
+        "--buffer-octets",
+        type=positive_int,
+        default=1_000_000,
+        help="each relay satellite's store-and-forward buffer",
+    )
+    sim.add_argument("--answer-tokens", type=positive_int, default=256, help="ids per answer")
+    sim.add_argument("--prompt-tokens", type=positive_int, default=64, help="ids per prompt")
+    sim.add_argument(
+        "--first-token-s",
+        type=float,
+        default=0.023,
+        help="onboard time to the first id, s (H200, Qwen3-0.6B bf16: 0.023)",
+    )
+    sim.add_argument(
+        "--tokens-per-s",
+        type=positive_number,
+        default=44.0,
+        help="onboard decode rate, ids/s (H200, Qwen3-0.6B bf16: 44)",
+    )
+    sim.add_argument(
+        "--tail-hours",
+        type=float,
+        default=6.0,
+        help="contact plan past the window, for late answers",
+    )
+    sim.add_argument("--plot", metavar="DIR", help="write PNGs (CDF, timeline, ground tracks)")
+    sim.set_defaults(handler=_simulate)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, datetime, str]:
+    from linkstack.sim.constellation.orbits import Walker, load_tle, shipped_epoch
+    from linkstack.sim.constellation.stations import load_stations
+
+    if args.tle and args.walker:
+        raise UsageError("--tle and --walker exclude each other")
+    start = args.start or shipped_epoch()
+    if args.walker:
+        try:
+            walker = Walker.parse(
+                args.walker, altitude_km=args.altitude_km, inclination_deg=args.inclination_deg
+            )
+        except LocalProtocolError as exc:
+            raise UsageError(f"--walker: {exc}") from None
+        sats = walker.satellites(start)
+        source = f"walker {args.walker} {args.altitude_km:g} km {args.inclination_deg:g} deg"
+    else:
+        sats = load_tle(args.tle, window_start=start, max_age_days=args.max_age_days)
+        source = f"tle {args.tle}" if args.tle else "shipped 12 (synthetic)"
+    return sats, load_stations(args.stations), start, source
+
+
+def _iso(start: datetime, seconds: float) -> str:
+    return (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _write(io: Streams, text: str) -> None:
+    io.stdout.write(text.encode())
+    io.stdout.flush()
+
+
+def _passes(args: argparse.Namespace, io: Streams) -> int:
+    from linkstack.sim.constellation.contacts import (
+        Geometry,
+        doppler_hz,
+        find_passes,
+        one_way_delay_s,
+    )
+    from linkstack.sim.constellation.orbits import Window
+
+    sats, stations, start, source = _setup(args)
+    geo = Geometry(sats, stations, Window.at(start, args.hours * 3600.0))
+    passes = find_passes(geo, step_s=args.step)
+    rows = []
+    for p in passes:
+        at = np.array([p.culmination_s])
+        rows.append(
+            {
+                "station": p.station,
+                "satellite": p.satellite,
+                "rise": _iso(start, p.rise_s),
+                "culmination": _iso(start, p.culmination_s),
+                "set": _iso(start, p.set_s),
+                "rise_s": round(p.rise_s, 3),
+                "culmination_s": round(p.culmination_s, 3),
+                "set_s": round(p.set_s, 3),
+                "max_elevation_deg": round(p.max_elevation_deg, 3),
+                "delay_ms_at_culmination": round(float(one_way_delay_s(geo, p, at)[0]) * 1e3, 4),
+                "doppler_hz_at_rise_2200mhz": round(
+                    float(doppler_hz(geo, p, np.array([p.rise_s]), carrier_hz=2.2e9)[0]), 1
+                ),
+                "clipped": p.clipped_rise or p.clipped_set,
+            }
+        )
+    end = _iso(start, args.hours * 3600.0)
+    if args.json:
+        _write(
+            io,
+            json.dumps(
+                {
+                    "window": {"start": _iso(start, 0.0), "end": end, "hours": args.hours},
+                    "satellites": source,
+                    "stations": [s.name for s in stations],
+                    "no_contact": not rows,
+                    "passes": rows,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
+        return EXIT_OK
+    if not rows:
+        _write(io, f"no contact between {_iso(start, 0.0)} and {end}\n")
+        return EXIT_OK
+    lines = [
+        f"{'station':<15} {'satellite':<14} {'rise':<23} {'culmination':<23} "
+        f"{'set':<23} {'max el':>7} {'delay ms':>9}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['station']:<15} {r['satellite']:<14} {r['rise']:<23} {r['culmination']:<23} "
+            f"{r['set']:<23} {r['max_elevation_deg']:>7.2f} {r['delay_ms_at_culmination']:>9.3f}"
+        )
+    lines.append(f"{len(rows)} passes")
+    _write(io, "\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace, io: Streams) -> int:
+    from linkstack.sim.constellation.simulation import (
+        ModelTiming,
+        SimConfig,
+        load_trace,
+        simulate,
+    )
+
+    if args.queries < 0:
+        raise UsageError(f"--queries {args.queries} must be 0 or more")
+    if not (math.isfinite(args.first_token_s) and args.first_token_s >= 0):
+        raise UsageError(f"--first-token-s {args.first_token_s} must be 0 or more")
+    if not (math.isfinite(args.tail_hours) and args.tail_hours >= 0):
+        raise UsageError(f"--tail-hours {args.tail_hours} must be 0 or more")
+    sats, stations, start, source = _setup(args)
+    config = SimConfig(
+        hours=args.hours,
+        queries=args.queries,
+        seed=args.seed,
+        isl=args.isl,
+        isl_max_range_km=args.isl_range_km,
+        isl_rate_bps=args.isl_rate_bps,
+        buffer_octets=args.buffer_octets,
+        prompt_tokens=args.prompt_tokens,
+        answer_tokens=args.answer_tokens,
+        tail_hours=args.tail_hours,
+        step_s=args.step,
+        model=ModelTiming(first_token_s=args.first_token_s, tokens_per_s=args.tokens_per_s),
+    )
+    queries = None if args.trace is None else load_trace(args.trace, stations, args.hours)
+    began = time.perf_counter()
+    result = simulate(sats, stations, start, config, queries=queries, source=source)
+    report = result.report
+    if args.plot:
+        from linkstack.sim.constellation.plots import write_plots
+
+        write_plots(result, args.plot)
+    print(f"linkstack: simulated in {time.perf_counter() - began:.1f} s", file=io.stderr)
+    if report["answered"] == 0 and report["queries"]:
+        print("linkstack: no contact: no query was answered in the window", file=io.stderr)
+    if args.json:
+        _write(io, json.dumps(report, indent=1, sort_keys=True) + "\n")
+        return EXIT_OK
+    rt = report["round_trip_s"]
+    share = report["share_under_120_s"]
+    _write(
+        io,
+        "\n".join(
+            [
+                f"{report['constellation']['satellites']} satellites ({source}),"
+                f" {len(stations)} stations, ISL {args.isl}",
+                f"queries {report['queries']}, answered {report['answered']},"
+                f" no contact {report['no_contact']}, no route down {report['no_route_down']}",
+                "round trip s: " + ", ".join(f"{k} {v}" for k, v in rt.items()),
+                f"under two minutes: {'-' if share is None else f'{share:.1%}'}",
+                f"tokens delivered {report['tokens_delivered']}, handovers {report['handovers']}",
+            ]
+        )
+        + "\n",
+    )
+    return EXIT_OK
+
+
+__all__ = ["register"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)

@@ -1,16 +1,17 @@
 """The onboard application, sans-I/O: no threads, no clock, no asyncio.
 
 :class:`OnboardCore` takes received messages and application-layer drops, keeps a
-bounded FIFO of requests, hands out one :class:`Job` at a time, takes generated ids and
-the end of each run, and ``fill(capacity, now)`` gives the messages for the next TM
-frame: ErrorReports, a periodic Housekeeping, then the token streams (TokenChunks sized
-to fit, an EndOfStream after the last one).  Time comes in as ``now``: a fake clock
+bounded FIFO of requests, hands out up to ``max_batch`` :class:`Job` at a time, takes
+generated ids and the end of each run, and ``fill(capacity, now)`` gives the messages
+for the next TM frame: ErrorReports, a periodic Housekeeping, then the token streams
+(TokenChunks sized to fit, round-robin across streams by bytes, an EndOfStream after
+the last one).  Time comes in as ``now``: a fake clock
 drives it in the tests, the event loop's in :class:`onboard.service.OnboardService`.
 
 What each request gets (docs/protocol.md §4-§8):
 
 * refused (id still in use by another request, prompt too long, bad params, queue
-  full): one ErrorReport, no stream;
+  full: QUEUE_FULL with a retry-after hint, §8.2): one ErrorReport, no stream;
 * an exact copy of a request whose id is still in use (the same octets): ignored and
   counted, the original's stream serves it (docs/protocol.md §8.1);
 * accepted: TokenChunks covering indices 0..n-1 exactly once, in order, then one
@@ -57,6 +58,7 @@ from linkstack.inference.protocol import (
     ResendRequest,
     TokenChunk,
     encode_message,
+    format_busy_detail,
     format_duplicate_detail,
     format_ranges,
     token_chunk_capacity,
@@ -74,6 +76,11 @@ _U32_MAX: Final = 0xFFFF_FFFF
 _U16_MAX: Final = 0xFFFF
 #: Packet octets of the smallest useful message: a TokenChunk of one id.
 MIN_FILL_OCTETS: Final = PRIMARY_HEADER_LENGTH + token_chunk_octets(1)
+#: Bounds of the retry-after hint of a QUEUE_FULL refusal (docs/protocol.md §8.2).
+MIN_RETRY_AFTER_S: Final = 1.0
+MAX_RETRY_AFTER_S: Final = 3600.0
+#: Finished runs whose durations make the retry-after hint.
+_RUN_SECONDS_KEPT: Final = 16
 
 #: Decode reasons (docs/protocol.md §12) with their own ErrorReport reason (§8); every
 #: other reason is user data that did not decode: UNKNOWN_MESSAGE, detail = the key.
@@ -121,12 +128,25 @@ def _packet_octets(message: Message) -> int:
     return PRIMARY_HEADER_LENGTH + len(encode_message(message)[1])
 
 
+def _has_output(stream: _Stream) -> bool:
+    """Ids of ``stream`` wait for the downlink, or its EndOfStream does."""
+    return stream.sent < len(stream.ids) or stream.end is not None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoreConfig:
     """Limits and managed parameters of the onboard service."""
 
-    #: Requests waiting (not counting the running one); more are refused QUEUE_FULL.
+    #: Requests waiting (not counting the running ones); more are refused QUEUE_FULL
+    #: with a retry-after hint (docs/protocol.md §8.2).
     max_queue: int = 8
+    #: Requests generated at once (continuous batching, :mod:`onboard.batching`).
+    max_batch: int = 1
+    #: Octets of TokenChunk packets one stream sends per turn when several streams
+    #: have ids waiting: the downlink goes round-robin across them by bytes.
+    fair_quantum_octets: int = 256
+    #: Retry-after hint of a QUEUE_FULL refusal before any run has finished, seconds.
+    busy_retry_after_s: float = 5.0
     #: Longest prompt accepted (PROMPT_TOO_LONG above it).
     max_prompt_ids: int = MAX_PROMPT_IDS
     #: Largest max_new_tokens accepted (MALFORMED_REQUEST above it).
@@ -150,6 +170,8 @@ class CoreConfig:
     def __post_init__(self) -> None:
         for name, value, low, high in (
             ("max_queue", self.max_queue, 1, _U16_MAX - 1),
+            ("max_batch", self.max_batch, 1, _U16_MAX),
+            ("fair_quantum_octets", self.fair_quantum_octets, MIN_FILL_OCTETS, _U16_MAX),
             ("max_prompt_ids", self.max_prompt_ids, 1, MAX_PROMPT_IDS),
             ("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS),
             ("history_requests", self.history_requests, 0, _U16_MAX),
@@ -162,6 +184,13 @@ class CoreConfig:
             raise LocalProtocolError(f"context_positions {self.context_positions} below 2")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise LocalProtocolError(f"vocab_size {self.vocab_size} below 1")
+        if not math.isfinite(self.busy_retry_after_s) or not (
+            MIN_RETRY_AFTER_S <= self.busy_retry_after_s <= MAX_RETRY_AFTER_S
+        ):
+            raise LocalProtocolError(
+                f"busy_retry_after_s {self.busy_retry_after_s} outside "
+                f"{MIN_RETRY_AFTER_S}..{MAX_RETRY_AFTER_S}"
+            )
         if not math.isfinite(self.housekeeping_interval) or self.housekeeping_interval <= 0:
             raise LocalProtocolError(
                 f"housekeeping_interval {self.housekeeping_interval} s must be positive"
@@ -247,10 +276,15 @@ class OnboardCore:
         self.counters = CoreCounters()
         self._started_at = now
         self._queue: deque[Job] = deque()
-        #: Streams not yet closed by an EndOfStream, in start order; only the last
-        #: can still be generating (see ``_running``).
+        #: Streams not yet closed by an EndOfStream, in downlink turn order: the first
+        #: is the one whose turn it is (``fill``); the running ones are among them.
         self._streams: deque[_Stream] = deque()
-        self._running: _Stream | None = None
+        #: Octets the first stream of ``_streams`` has sent in its current turn.
+        self._turn_octets = 0
+        #: The streams being generated, by request id, in start order.
+        self._running: dict[int, _Stream] = {}
+        #: Seconds from dequeue to last id of the last finished runs (retry-after hint).
+        self._run_seconds: deque[float] = deque(maxlen=_RUN_SECONDS_KEPT)
         self._reports: deque[ErrorReport] = deque()
         #: Finished streams kept for resend: request id -> (ids, EndOfStream).
         self._history: OrderedDict[int, tuple[tuple[int, ...], EndOfStream]] = OrderedDict()
@@ -268,26 +302,29 @@ class OnboardCore:
     @property
     def queue_depth(self) -> int:
         """Requests queued or running (Housekeeping ``queue_depth``)."""
-        return len(self._queue) + (self._running is not None)
+        return len(self._queue) + len(self._running)
 
     @property
     def running(self) -> int | None:
-        """The request id being generated, or None."""
-        return None if self._running is None else self._running.request_id
+        """The request id being generated (the earliest started), or None."""
+        return next(iter(self._running), None)
+
+    @property
+    def running_ids(self) -> tuple[int, ...]:
+        """Every request id being generated, in start order."""
+        return tuple(self._running)
 
     @property
     def has_output(self) -> bool:
         """Something waits for the downlink (reports, ids or an EndOfStream)."""
         return (
-            bool(self._reports)
-            or bool(self._resends)
-            or any(s.sent < len(s.ids) or s.end is not None for s in self._streams)
+            bool(self._reports) or bool(self._resends) or any(_has_output(s) for s in self._streams)
         )
 
     def cancel_requested(self, request_id: int) -> bool:
         """Whether the runner of ``request_id`` should stop (a Cancel arrived)."""
-        stream = self._running
-        return stream is not None and stream.request_id == request_id and stream.cancel_requested
+        stream = self._running.get(request_id)
+        return stream is not None and stream.cancel_requested
 
     def sent_ids(self, request_id: int) -> tuple[int, ...] | None:
         """Ids of ``request_id`` handed to the downlink so far (kept for resend)."""
@@ -389,7 +426,10 @@ class OnboardCore:
             except GenerationRequestError as exc:
                 refusal = (ErrorReason.MALFORMED_REQUEST, str(exc))
         if refusal is None and len(self._queue) >= limits.max_queue:
-            refusal = (ErrorReason.QUEUE_FULL, f"{len(self._queue)} requests queued")
+            refusal = (
+                ErrorReason.QUEUE_FULL,
+                format_busy_detail(len(self._queue), limits.max_queue, self.retry_after_s()),
+            )
         if refusal is not None:
             self.counters.requests_refused += 1
             logger.info("request %d refused: %s (%s)", rid, refusal[0].name, refusal[1])
@@ -404,7 +444,7 @@ class OnboardCore:
         """Where ``request_id`` is still in use (docs/protocol.md §8.1), or None:
         ``queued``, ``running``, ``streaming`` (ended, its EndOfStream not yet handed
         to the downlink), ``held for resend`` (history, or resent ranges waiting)."""
-        if self._running is not None and self._running.request_id == request_id:
+        if request_id in self._running:
             return "running"
         if any(j.request_id == request_id for j in self._queue):
             return "queued"
@@ -430,8 +470,8 @@ class OnboardCore:
                 stream.end = self._end_of_stream(stream, FinishReason.CANCELLED)
                 self._streams.append(stream)
                 return
-        running = self._running
-        if running is not None and running.request_id == request_id:
+        running = self._running.get(request_id)
+        if running is not None:
             running.cancel_requested = True
             return
         if any(s.request_id == request_id for s in self._streams) or (request_id in self._history):
@@ -479,20 +519,31 @@ class OnboardCore:
     # -- the runner --------------------------------------------------------------------
 
     def next_job(self, now: float) -> Job | None:
-        """The next request to generate, or None when one runs or none waits."""
-        if self._running is not None or not self._queue:
+        """The next request to generate, or None when ``max_batch`` run or none waits."""
+        if len(self._running) >= self.config.max_batch or not self._queue:
             return None
         job = self._queue.popleft()
         stream = _Stream(job.request_id, dequeued_at=now)
-        self._running = stream
+        self._running[job.request_id] = stream
         self._streams.append(stream)
         return job
 
     def _running_stream(self, request_id: int) -> _Stream:
-        stream = self._running
-        if stream is None or stream.request_id != request_id:
-            raise InvalidState(f"request {request_id} is not running (running: {self.running})")
+        stream = self._running.get(request_id)
+        if stream is None:
+            raise InvalidState(
+                f"request {request_id} is not running (running: {list(self._running)})"
+            )
         return stream
+
+    def retry_after_s(self) -> float:
+        """When a refused request may find a queue place: the mean run time (dequeue to
+        last id) of the last finished runs over ``max_batch`` (one of them ends about
+        that often), within 1..3600 s; ``busy_retry_after_s`` before any has finished."""
+        if not self._run_seconds:
+            return self.config.busy_retry_after_s
+        mean = sum(self._run_seconds) / len(self._run_seconds)
+        return min(max(mean / self.config.max_batch, MIN_RETRY_AFTER_S), MAX_RETRY_AFTER_S)
 
     def token_generated(self, request_id: int, token_id: int, now: float) -> None:
         """The runner produced the next id of ``request_id``."""
@@ -542,7 +593,8 @@ class OnboardCore:
         if stream.last_at is None:
             stream.last_at = now
         stream.end = self._end_of_stream(stream, reason)
-        self._running = None
+        del self._running[stream.request_id]
+        self._run_seconds.append(stream.last_at - stream.dequeued_at)
         if reason is FinishReason.CANCELLED:
             self.counters.requests_cancelled += 1
         elif reason is FinishReason.ERROR:
@@ -571,9 +623,10 @@ class OnboardCore:
         """Messages for the next TM frame, whose packets total at most ``capacity_octets``.
 
         In order: waiting ErrorReports, a Housekeeping when due, resent ranges
-        (docs/protocol.md §10), then each stream's
-        waiting ids as TokenChunks (each packet within the space left) and its
-        EndOfStream once every id is out.  A message larger than the whole capacity
+        (docs/protocol.md §10), then the streams' waiting ids as TokenChunks (each
+        packet within the space left), round-robin across streams by bytes
+        (``fair_quantum_octets`` per turn), each stream's EndOfStream once every id of
+        it is out.  A message larger than the whole capacity
         (a long ErrorReport in a tiny frame) goes alone: packets may span frames.
         """
         if capacity_octets < MIN_FILL_OCTETS:
@@ -621,28 +674,51 @@ class OnboardCore:
                 self.counters.ends_resent += 1
                 self.counters.resent_octets += _packet_octets(resend.end)
             self._resends.popleft()
-        for stream in list(self._streams):
-            while stream.sent < len(stream.ids):
+        # The streams, round-robin by bytes (deficit round-robin, one quantum of
+        # fair_quantum_octets per turn): the first of _streams has the turn; a stream
+        # with nothing waiting passes it on; a turn cut by the end of a frame goes on
+        # in the next frame.  A stream alone with ids waiting is not cut into quanta.
+        quantum = self.config.fair_quantum_octets
+        passed = 0
+        while self._streams and passed < len(self._streams):
+            stream = self._streams[0]
+            waiting = len(stream.ids) - stream.sent
+            if not waiting and stream.end is None:
+                self._next_turn()  # still generating, nothing new
+                passed += 1
+                continue
+            passed = 0
+            if waiting:
                 if budget < MIN_FILL_OCTETS:
                     return out
-                count = min(
-                    len(stream.ids) - stream.sent,
-                    token_chunk_capacity(budget - PRIMARY_HEADER_LENGTH),
-                )
+                allowance = budget
+                if any(s is not stream and _has_output(s) for s in self._streams):
+                    allowance = min(budget, quantum - self._turn_octets)
+                    if allowance < MIN_FILL_OCTETS:
+                        self._next_turn()  # quantum spent
+                        continue
+                count = min(waiting, token_chunk_capacity(allowance - PRIMARY_HEADER_LENGTH))
                 chunk = TokenChunk(
                     stream.request_id,
                     stream.sent,
                     tuple(stream.ids[stream.sent : stream.sent + count]),
                 )
                 take(chunk)
+                self._turn_octets += _packet_octets(chunk)
                 stream.sent += count
                 self.counters.tokens_sent += count
-            if stream.end is None:
-                continue  # still generating
+                continue
+            if stream.end is None:  # pragma: no cover - excluded above
+                continue
             if not take(stream.end):
                 return out
             self._retire(stream, stream.end)
+            self._turn_octets = 0
         return out
+
+    def _next_turn(self) -> None:
+        self._streams.rotate(-1)
+        self._turn_octets = 0
 
     def _retire(self, stream: _Stream, end: EndOfStream) -> None:
         self._streams.remove(stream)

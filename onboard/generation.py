@@ -111,9 +111,11 @@ class GenerationResult:
         return None
 
 
-def _check_request(
+def check_request(
     handle: ModelHandle, prompt_ids: Sequence[int], params: GenerationParams
 ) -> tuple[int, ...]:
+    """The prompt as a tuple of ints, once the request is possible on ``handle``;
+    raises :class:`GenerationRequestError` otherwise (shared with onboard.batching)."""
     check_params(params)
     try:
         prompt = tuple(operator.index(i) for i in prompt_ids)
@@ -134,7 +136,7 @@ def _check_request(
     return prompt
 
 
-def _pick(logits: torch.Tensor, params: GenerationParams, rng: torch.Generator) -> int:
+def pick_next_id(logits: torch.Tensor, params: GenerationParams, rng: torch.Generator) -> int:
     """The next id from one row of logits: argmax, or temperature + top-p sampling."""
     import torch
 
@@ -163,7 +165,12 @@ def _pick(logits: torch.Tensor, params: GenerationParams, rng: torch.Generator) 
     return index if candidates is None else int(candidates[index])
 
 
-def _failure(exc: Exception) -> GenerationFailure:
+#: The name tests knew it by.
+_pick = pick_next_id
+
+
+def describe_failure(exc: Exception) -> GenerationFailure:
+    """What a model failure reports: out-of-memory or runtime-error, with the message."""
     import torch
 
     kind = "out-of-memory" if isinstance(exc, torch.OutOfMemoryError) else "runtime-error"
@@ -201,11 +208,11 @@ def _run(
                     cache = DynamicCache(config=model.config)
                 input_ids = torch.tensor(next_input, dtype=torch.long, device=handle.device)
                 out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-                token_id = _pick(out.logits[0, -1], params, rng)
+                token_id = pick_next_id(out.logits[0, -1], params, rng)
         except Exception as exc:  # any model failure is reported, never raised
             # Reported through the result; the traceback is kept for debugging only.
             logger.debug("generation failed after %d ids", len(generated), exc_info=True)
-            failure = _failure(exc)
+            failure = describe_failure(exc)
             reason = FinishReason.ERROR
             cache = None
             if handle.device.type == "cuda":
@@ -246,7 +253,7 @@ def generate(
     Raises :class:`GenerationRequestError` for an impossible request; model
     failures come back as a result with ``FinishReason.ERROR``.
     """
-    steps = _run(handle, _check_request(handle, prompt_ids, params), params, cancel)
+    steps = _run(handle, check_request(handle, prompt_ids, params), params, cancel)
     while True:
         try:
             token_id = next(steps)
@@ -296,7 +303,7 @@ def generate_stream(
     cancel: threading.Event | None = None,
 ) -> TokenStream:
     """Ids as they are generated; the request is checked now, not at the first id."""
-    prompt = _check_request(handle, prompt_ids, params)
+    prompt = check_request(handle, prompt_ids, params)
     return TokenStream(_run(handle, prompt, params, cancel))
 
 
@@ -309,6 +316,9 @@ __all__ = [
     "GenerationTiming",
     "TokenStream",
     "check_params",
+    "check_request",
+    "describe_failure",
     "generate",
     "generate_stream",
+    "pick_next_id",
 ]

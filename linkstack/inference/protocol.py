@@ -146,6 +146,42 @@ def parse_duplicate_detail(detail: str) -> DuplicateDetail | None:
     return DuplicateDetail(int(match["id"]), match["state"], match["digest"])
 
 
+_BUSY_DETAIL: Final = re.compile(
+    r"^queue (?P<queued>\d+)/(?P<limit>\d+); retry after (?P<ms>\d+) ms$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BusyDetail:
+    """What the detail of a QUEUE_FULL ErrorReport says (docs/protocol.md §8.2): the
+    spacecraft is busy; ask again after ``retry_after_ms``."""
+
+    #: Requests waiting on board when the request was refused, and the queue's size.
+    queued: int
+    limit: int
+    #: When a queue place is likely free again, milliseconds from the refusal.
+    retry_after_ms: int
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds, rounded up (an HTTP ``Retry-After`` value, RFC 9110 10.2.3)."""
+        return -(-self.retry_after_ms // 1000)
+
+
+def format_busy_detail(queued: int, limit: int, retry_after_s: float) -> str:
+    """``queue Q/N; retry after T ms``: the QUEUE_FULL detail (docs/protocol.md §8.2)."""
+    retry_ms = max(0, round(retry_after_s * 1000))
+    return f"queue {queued}/{limit}; retry after {retry_ms} ms"
+
+
+def parse_busy_detail(detail: str) -> BusyDetail | None:
+    """What :func:`format_busy_detail` wrote, or None when ``detail`` is not that."""
+    match = _BUSY_DETAIL.match(detail)
+    if match is None:
+        return None
+    return BusyDetail(int(match["queued"]), int(match["limit"]), int(match["ms"]))
+
+
 # ---------------------------------------------------------------------------
 # Dispatch
 # ---------------------------------------------------------------------------
@@ -212,6 +248,7 @@ __all__ = [
     "TOKEN_CHUNK_HEADER_OCTETS",
     "TOKEN_ID_BITS",
     "Apid",
+    "BusyDetail",
     "Cancel",
     "DuplicateDetail",
     "EndAck",
@@ -230,10 +267,12 @@ __all__ = [
     "check_token_ids",
     "decode_message",
     "encode_message",
+    "format_busy_detail",
     "format_duplicate_detail",
     "format_ranges",
     "pack_token_ids",
     "packed_length",
+    "parse_busy_detail",
     "parse_duplicate_detail",
     "parse_ranges",
     "request_digest",

@@ -8,7 +8,12 @@ with no pass at all says ``no contact``.  ``simulate`` sends queries (Poisson, o
 through each satellite's model (a timing model: ``--first-token-s``, ``--tokens-per-s``)
 and routes the answers down, through inter-satellite links with ``--isl``; it reports
 the round trip's percentiles, the share under two minutes, tokens delivered and
-handovers, and with ``--plot DIR`` writes PNGs.
+handovers, the same per station of arrival, and with ``--plot DIR`` writes PNGs.
+``--uplink any`` sends each query up from whichever station sees a satellite first
+(a ground network forwarding queries) instead of its own.  ``sweep`` runs
+``simulate`` over constellations x station counts x ISL topologies x seeds, one case
+after the other or as Ray tasks (``--engine ray``), and prints one JSON document,
+the same for both engines.
 
 Satellites come from ``--tle FILE`` (elements older than ``--max-age-days`` at the
 window start are refused as expired), a Walker-delta pattern (``--walker T/P/F
@@ -100,16 +105,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sim.add_argument("--answer-tokens", type=positive_int, default=256, help="ids per answer")
     sim.add_argument("--prompt-tokens", type=positive_int, default=64, help="ids per prompt")
     sim.add_argument(
+        "--profile",
+        choices=("h200", "cpu-embedded"),
+        default="h200",
+        help="onboard timing: h200 (Qwen3-0.6B bf16: 23 ms, 44 ids/s) or cpu-embedded"
+        " (the embedded model on one CPU core: 9 ms, 96 ids/s)",
+    )
+    sim.add_argument(
         "--first-token-s",
         type=float,
-        default=0.023,
-        help="onboard time to the first id, s (H200, Qwen3-0.6B bf16: 0.023)",
+        help="onboard time to the first id, s (overrides the profile's)",
     )
     sim.add_argument(
         "--tokens-per-s",
         type=positive_number,
-        default=44.0,
-        help="onboard decode rate, ids/s (H200, Qwen3-0.6B bf16: 44)",
+        help="onboard decode rate, ids/s (overrides the profile's)",
     )
     sim.add_argument(
         "--tail-hours",
@@ -117,8 +127,76 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=6.0,
         help="contact plan past the window, for late answers",
     )
+    sim.add_argument(
+        "--uplink",
+        choices=("own", "any"),
+        default="own",
+        help="queries go up from their own station, or from any (forwarded on the ground)",
+    )
     sim.add_argument("--plot", metavar="DIR", help="write PNGs (CDF, timeline, ground tracks)")
     sim.set_defaults(handler=_simulate)
+    sweep = actions.add_parser("sweep", help="simulate over a grid of parameters (JSON)")
+    sweep.add_argument(
+        "--constellations",
+        type=_list(str),
+        default=["shipped"],
+        help="comma-separated: 'shipped' or Walker T/P/F patterns (default shipped)",
+    )
+    sweep.add_argument(
+        "--station-counts",
+        type=_list(positive_int),
+        default=[1, 3, 10],
+        help="comma-separated: the first N of --stations (default 1,3,10)",
+    )
+    sweep.add_argument(
+        "--isl",
+        type=_list(_topology),
+        default=["none", "grid"],
+        help="comma-separated ISL topologies: none, plane, grid (default none,grid)",
+    )
+    sweep.add_argument(
+        "--seeds", type=_list(int), default=[1], help="comma-separated seeds (default 1)"
+    )
+    sweep.add_argument(
+        "--stations",
+        metavar="FILE",
+        help="ground stations (TOML; default: the shipped ten, stations10.toml)",
+    )
+    sweep.add_argument("--hours", type=positive_number, default=24.0, help="window length")
+    sweep.add_argument("--start", type=_start, help="window start, ISO 8601 UTC")
+    sweep.add_argument("--queries", type=int, default=1000, help="Poisson arrivals per case")
+    sweep.add_argument(
+        "--altitude-km", type=positive_number, default=550.0, help="Walker altitude, km"
+    )
+    sweep.add_argument(
+        "--inclination-deg", type=float, default=53.0, help="Walker inclination, deg"
+    )
+    sweep.add_argument("--uplink", choices=("own", "any"), default="own")
+    sweep.add_argument("--profile", choices=("h200", "cpu-embedded"), default="h200")
+    sweep.add_argument(
+        "--step", type=positive_number, default=30.0, help="pass search grid step, s"
+    )
+    sweep.add_argument("--engine", choices=("local", "ray"), default="local")
+    sweep.add_argument(
+        "--ray-address", metavar="ADDR", help="--engine ray: join this cluster (default: local)"
+    )
+    sweep.set_defaults(handler=_sweep)
+
+
+def _list(item: Any) -> Any:
+    def parse(text: str) -> list[Any]:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"{text!r}: an empty item in the list")
+        return [item(p) for p in parts]
+
+    return parse
+
+
+def _topology(text: str) -> str:
+    if text not in ("none", "plane", "grid"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of none, plane, grid")
+    return text
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, datetime, str]:
@@ -221,6 +299,7 @@ def _passes(args: argparse.Namespace, io: Streams) -> int:
 
 def _simulate(args: argparse.Namespace, io: Streams) -> int:
     from linkstack.sim.constellation.simulation import (
+        PROFILES,
         ModelTiming,
         SimConfig,
         load_trace,
@@ -229,8 +308,11 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
 
     if args.queries < 0:
         raise UsageError(f"--queries {args.queries} must be 0 or more")
-    if not (math.isfinite(args.first_token_s) and args.first_token_s >= 0):
-        raise UsageError(f"--first-token-s {args.first_token_s} must be 0 or more")
+    profile = PROFILES[args.profile]
+    first_token_s = profile.first_token_s if args.first_token_s is None else args.first_token_s
+    tokens_per_s = profile.tokens_per_s if args.tokens_per_s is None else args.tokens_per_s
+    if not (math.isfinite(first_token_s) and first_token_s >= 0):
+        raise UsageError(f"--first-token-s {first_token_s} must be 0 or more")
     if not (math.isfinite(args.tail_hours) and args.tail_hours >= 0):
         raise UsageError(f"--tail-hours {args.tail_hours} must be 0 or more")
     sats, stations, start, source = _setup(args)
@@ -246,7 +328,8 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
         answer_tokens=args.answer_tokens,
         tail_hours=args.tail_hours,
         step_s=args.step,
-        model=ModelTiming(first_token_s=args.first_token_s, tokens_per_s=args.tokens_per_s),
+        uplink=args.uplink,
+        model=ModelTiming(first_token_s=first_token_s, tokens_per_s=tokens_per_s),
     )
     queries = None if args.trace is None else load_trace(args.trace, stations, args.hours)
     began = time.perf_counter()
@@ -279,6 +362,52 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
         )
         + "\n",
     )
+    return EXIT_OK
+
+
+def _sweep(args: argparse.Namespace, io: Streams) -> int:
+    from linkstack.sim.constellation.orbits import shipped_epoch
+    from linkstack.sim.constellation.simulation import PROFILES, SimConfig
+    from linkstack.sim.constellation.stations import (
+        TEN_STATIONS,
+        load_stations,
+        shipped_stations,
+    )
+    from linkstack.sim.constellation.sweep import Sweep, run_sweep
+
+    if args.queries < 0:
+        raise UsageError(f"--queries {args.queries} must be 0 or more")
+    stations = (
+        shipped_stations(TEN_STATIONS) if args.stations is None else load_stations(args.stations)
+    )
+    try:
+        sweep = Sweep(
+            constellations=tuple(args.constellations),
+            station_counts=tuple(args.station_counts),
+            isls=tuple(args.isl),
+            seeds=tuple(args.seeds),
+            stations=tuple(stations),
+            start=args.start or shipped_epoch(),
+            config=SimConfig(
+                hours=args.hours,
+                queries=args.queries,
+                step_s=args.step,
+                uplink=args.uplink,
+                model=PROFILES[args.profile],
+            ),
+            altitude_km=args.altitude_km,
+            inclination_deg=args.inclination_deg,
+        )
+    except LocalProtocolError as exc:
+        raise UsageError(str(exc)) from None
+    began = time.perf_counter()
+    document = run_sweep(sweep, engine=args.engine, address=args.ray_address)
+    print(
+        f"linkstack: {len(document['cases'])} cases in {time.perf_counter() - began:.1f} s"
+        f" ({args.engine})",
+        file=io.stderr,
+    )
+    _write(io, json.dumps(document, indent=1, sort_keys=True) + "\n")
     return EXIT_OK
 
 

@@ -1,6 +1,8 @@
-"""Queries through a constellation on a virtual clock: up at the earliest contact,
-answered on board, the answer routed down (through inter-satellite links when there
-are any) to whichever station can take it first.
+"""Queries through a constellation on a virtual clock: up at the earliest contact
+from the station where the query arrived (or, with ``uplink="any"``, from whichever
+station sees a satellite first: a ground network that forwards queries), answered on
+board, the answer routed down (through inter-satellite links when there are any) to
+whichever station can take it first.
 
 Each satellite runs one request at a time, first come first served, timed by
 :class:`ModelTiming` (time to first id, then ids per second).  The answer leaves the
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 
@@ -49,6 +51,12 @@ OCTETS_PER_BUNDLE: Final = 32
 #: The round trip the project aims at, s.
 TARGET_S: Final = 120.0
 
+#: Where a query goes up: "own", from the station where it arrived (the issue's rule);
+#: "any", from whichever station sees a satellite first (the ground network forwards
+#: the query, in no time).
+Uplink = Literal["own", "any"]
+UPLINKS: Final[tuple[Uplink, ...]] = ("own", "any")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelTiming:
@@ -65,6 +73,17 @@ class ModelTiming:
             raise LocalProtocolError(f"{self.tokens_per_s} tokens/s is not positive")
 
 
+#: Named timing profiles (docs/constellation.md, "Timing profiles"), one request at a
+#: time.  "h200": a Qwen3-0.6B-shaped model in bf16 on one NVIDIA H200.  "cpu-embedded":
+#: the embedded test model (Qwen3ForCausalLM, 9.8M parameters, 2 layers, float32) on
+#: this project's 2-core CPU machine, one thread, measured with bench/bench_onboard.py
+#: (64-id prompt, 256 ids, median of 5).
+PROFILES: Final[dict[str, ModelTiming]] = {
+    "h200": ModelTiming(first_token_s=0.023, tokens_per_s=44.0),
+    "cpu-embedded": ModelTiming(first_token_s=0.009, tokens_per_s=96.0),
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimConfig:
     hours: float = 24.0
@@ -72,6 +91,7 @@ class SimConfig:
     seed: int = 0
     #: Inter-satellite links: "none", "plane" or "grid" (docs/constellation.md).
     isl: Topology = "none"
+    uplink: Uplink = "own"
     isl_max_range_km: float = 5000.0
     isl_rate_bps: float = 10e6
     #: Each relay satellite's store-and-forward buffer, octets.
@@ -90,6 +110,8 @@ class SimConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise LocalProtocolError(f"{name} {value} must be positive")
+        if self.uplink not in UPLINKS:
+            raise LocalProtocolError(f"uplink {self.uplink!r} is not one of {UPLINKS}")
         if self.tail_hours < 0 or self.queries < 0 or self.answer_tokens < 1:
             raise LocalProtocolError(
                 f"tail_hours {self.tail_hours}, queries {self.queries}, answer_tokens"
@@ -107,11 +129,18 @@ class Query:
 class QueryOutcome:
     query: Query
     satellite: int | None = None
+    #: The station the query went up from and when it left it.
+    up_station: str | None = None
+    up_at_s: float | None = None
     onboard_s: float | None = None
+    #: When the satellite's model took the query (later than on board when busy).
+    started_s: float | None = None
     first_token_s: float | None = None
     round_trip_s: float | None = None
     handovers: int = 0
     tokens_delivered: int = 0
+    #: The station each delivered bundle of the answer came down at, in order.
+    down_via: list[str] = field(default_factory=list)
     #: None when answered; else "no contact" (never got up) or "no route down".
     failure: str | None = None
 
@@ -231,11 +260,19 @@ def run_queries(
 ) -> list[QueryOutcome]:
     """Every query up, through its satellite's model and down: the outcomes, in order."""
     router = Router(plan.nodes, plan.contacts, config.buffer_octets * 8.0)
-    up_series = [_Series(ups) for ups in plan.uplinks]
+    if config.uplink == "own":
+        up_series = [_Series(ups) for ups in plan.uplinks]
+    else:
+        every = _Series([c for ups in plan.uplinks for c in ups])
+        up_series = [every] * len(plan.uplinks)
     outcomes = [QueryOutcome(q) for q in queries]
     prompt_bits = (config.prompt_tokens * OCTETS_PER_ID + OCTETS_PER_BUNDLE) * 8.0
     arrivals: list[tuple[float, int, int]] = []  # (on board, query, satellite)
     for i, q in enumerate(queries):
+        if not 0 <= q.station < len(up_series):
+            raise LocalProtocolError(
+                f"query at {q.arrival_s} s: station {q.station} is not 0..{len(up_series) - 1}"
+            )
         found = up_series[q.station].next(q.arrival_s, prompt_bits)
         if found is None:
             outcomes[i].failure = "no contact"
@@ -243,6 +280,7 @@ def run_queries(
         contact, depart = found
         contact.residual_bits -= prompt_bits
         onboard = depart + prompt_bits / contact.rate_bps + contact.owlt_s
+        outcomes[i].up_station, outcomes[i].up_at_s = contact.label, depart
         arrivals.append((onboard, i, contact.to))
     arrivals.sort()
     model = config.model
@@ -255,6 +293,7 @@ def run_queries(
         last = first + (config.answer_tokens - 1) * interval
         free[sat] = last
         outcomes[i].satellite, outcomes[i].onboard_s = sat, onboard
+        outcomes[i].started_s = start
         heapq.heappush(events, (first, i, 0, 1))
         made, bundle = 1, 1
         per_bundle = max(1, int(config.bundle_s * model.tokens_per_s))
@@ -282,6 +321,7 @@ def run_queries(
         if i in last_link and last_link[i] != link:
             outcome.handovers += 1
         last_link[i] = link
+        outcome.down_via.append(down.contact.label)
         outcome.tokens_delivered += count
         if bundle == 0:
             outcome.first_token_s = down.arrive - outcome.query.arrival_s
@@ -304,6 +344,53 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
         "max": round(float(arr.max()), 3),
         "mean": round(float(arr.mean()), 3),
     }
+
+
+def longest_gap_s(windows: Sequence[tuple[float, float]], span_s: float) -> float:
+    """The longest stretch of ``[0, span_s]`` covered by none of the (rise, set)
+    ``windows`` of one station: how long a query arriving there can wait for an uplink."""
+    longest, free_from = 0.0, 0.0
+    for rise, set_ in sorted(windows):
+        if rise >= span_s:
+            break
+        longest = max(longest, rise - free_from)
+        free_from = max(free_from, set_)
+    return max(longest, span_s - free_from)
+
+
+def per_station(
+    plan: ContactPlan,
+    outcomes: Sequence[QueryOutcome],
+    names: Sequence[str],
+    span_s: float,
+) -> list[dict[str, Any]]:
+    """Per station of arrival: passes rising in the query window, the longest gap
+    without a satellite in view, and the round trips of the queries that arrived there."""
+    windows: list[list[tuple[float, float]]] = [[] for _ in names]
+    for p in plan.passes:
+        windows[p.station_index].append((p.rise_s, p.set_s))
+    arrived: list[list[QueryOutcome]] = [[] for _ in names]
+    for o in outcomes:
+        arrived[o.query.station].append(o)
+    rows = []
+    for j, name in enumerate(names):
+        trips = [o.round_trip_s for o in arrived[j] if o.round_trip_s is not None]
+        stats = _stats(trips)
+        count = len(arrived[j])
+        rows.append(
+            {
+                "station": name,
+                "passes": sum(1 for rise, _ in windows[j] if rise < span_s),
+                "longest_gap_s": round(longest_gap_s(windows[j], span_s), 1),
+                "queries": count,
+                "round_trip_p50_s": stats["p50"],
+                "round_trip_p95_s": stats["p95"],
+                "share_under_120_s": round(sum(1 for t in trips if t <= TARGET_S) / count, 4)
+                if count
+                else None,
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +437,35 @@ def simulate(
         "no_contact": sum(1 for o in outcomes if o.failure == "no contact"),
         "no_route_down": sum(1 for o in outcomes if o.failure == "no route down"),
         "round_trip_s": _stats(trips),
+        # Where the round trip goes: waiting at the ground for a contact, queued behind
+        # other queries on board, and from the model taking it to the last id down.
+        "round_trip_parts_s": {
+            "uplink_wait": _stats(
+                [o.up_at_s - o.query.arrival_s for o in answered if o.up_at_s is not None]
+            ),
+            "onboard_queue": _stats(
+                [
+                    o.started_s - o.onboard_s
+                    for o in answered
+                    if o.started_s is not None and o.onboard_s is not None
+                ]
+            ),
+            "answer": _stats(
+                [
+                    o.query.arrival_s + o.round_trip_s - o.started_s
+                    for o in answered
+                    if o.round_trip_s is not None and o.started_s is not None
+                ]
+            ),
+        },
         "time_to_first_token_s": _stats(firsts),
         "share_under_120_s": round(sum(1 for t in trips if t <= TARGET_S) / total, 4)
         if total
         else None,
         "tokens_delivered": sum(o.tokens_delivered for o in outcomes),
         "handovers": sum(o.handovers for o in outcomes),
+        "per_station": per_station(
+            plan, outcomes, [s.name for s in stations], config.hours * 3600.0
+        ),
     }
     return SimResult(report, outcomes, plan, geo)

@@ -57,7 +57,7 @@ from linkstack.coding.convolutional import ConvolutionalEncoder, unpack_bits
 from linkstack.coding.soft import SoftCaduSynchronizer
 from linkstack.coding.tm import FrameDecoded, TmCodingConfig, encode_cadus
 from linkstack.radio import modem
-from linkstack.radio.modem import Impairments, impair
+from linkstack.radio.modem import Impairments, LoopConfig, impair
 from linkstack.radio.receiver import CaduReceived, IqReceiver, IqTransmitter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,8 +154,15 @@ def recording(frames: list[bytes], ebn0_db: float, seed: int) -> np.ndarray:
     )
 
 
+#: The demodulator's loop settings for the linkstack column (``--no-coarse``: the
+#: carrier loops alone, as before the coarse carrier acquisition).
+SETTINGS: dict[str, LoopConfig] = {"loops": LoopConfig()}
+
+
 def linkstack_frames(samples: np.ndarray) -> list[bytes]:
-    receiver = IqReceiver(TmCodingConfig(interleave=1), sample_rate=SAMPLE_RATE, sps=SPS)
+    receiver = IqReceiver(
+        TmCodingConfig(interleave=1), sample_rate=SAMPLE_RATE, sps=SPS, loops=SETTINGS["loops"]
+    )
     receiver.receive_samples(samples)
     receiver.flush()
     out = []
@@ -438,8 +445,27 @@ def write_doc(
         " downlink at 4 samples per symbol (above 1x: faster than real time).",
         "",
     ]
-    (out / "radio.md").write_text("\n".join(lines))
+    (out / "radio.md").write_text("\n".join(lines) + kept_sections(out / "radio.md"))
     plot(out / "radio.png", xs, fer, frames)
+
+
+#: The sections of docs/radio.md this bench writes; the others are kept as they are.
+OWN_SECTIONS = ("## Frames recovered against Eb/N0", "## Throughput")
+
+
+def kept_sections(path: Path) -> str:
+    """The sections of the page that this bench does not write (written by hand or by
+    other benches), from the first such heading on."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    starts = [
+        index
+        for index in range(len(text))
+        if text.startswith("\n## ", index)
+        and not any(text.startswith("\n" + own, index) for own in OWN_SECTIONS)
+    ]
+    return text[starts[0] :] if starts else ""
 
 
 def plot(path: Path, xs: list[float], fer: dict[str, list[float]], frames: int) -> None:
@@ -479,7 +505,29 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=80, help="frames per Eb/N0 point")
     parser.add_argument("--repeat", type=int, default=4, help="copies of the throughput file")
     parser.add_argument("--out", type=Path, default=DOCS, help="folder for radio.md/.png")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="time linkstack's receiver on the throughput file only; write nothing",
+    )
+    parser.add_argument(
+        "--no-coarse",
+        action="store_true",
+        help="demodulator without the coarse carrier acquisition (LoopConfig(coarse_range=0))",
+    )
     args = parser.parse_args()
+    if args.no_coarse:
+        SETTINGS["loops"] = LoopConfig(coarse_range=0.0)
+    if args.throughput_only:
+        with tempfile.TemporaryDirectory() as folder:
+            speed = run_throughput(args.frames, args.repeat, Path(folder), "not asked for")
+        rate = speed.linkstack_rate
+        print(
+            f"linkstack IqReceiver{' (no coarse acquisition)' if args.no_coarse else ''}:"
+            f" {speed.samples:,} samples in {speed.linkstack_s:.2f} s, {rate / 1e6:.2f}"
+            f" Msamples/s, real-time margin at 256 kbaud sps 4: {rate / 1.024e6:.2f}x"
+        )
+        return 0
     missing = gnuradio_missing()
     if missing:
         print(f"gr-satellites columns skipped: {missing}", file=sys.stderr)

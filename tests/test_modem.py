@@ -16,22 +16,28 @@ from linkstack.coding.soft import SoftCaduSynchronizer, cadus_to_symbols
 from linkstack.coding.tm import FrameDecoded, TmCodingConfig, encode_cadus
 from linkstack.errors import LocalProtocolError
 from linkstack.radio import modem
+from linkstack.radio.channel import LeoPass, slant_range_m
 from linkstack.radio.modem import (
     Demodulator,
     Impairments,
     LoopConfig,
     Modulation,
     Modulator,
+    PassChannel,
     add_noise,
+    coarse_frequency,
+    detection_threshold,
     gardner_gain,
     impair,
     map_symbols,
     modulate,
+    mth_power_spectrum,
     raised_cosine,
     resample,
     rrc_taps,
     shift_frequency,
 )
+from linkstack.radio.receiver import CaduReceived, IqReceiver, IqTransmitter, SyncChanged
 
 CONFIG = TmCodingConfig(interleave=1)  # 259-octet CADUs: 4144 BPSK / 2072 QPSK symbols
 SPS = 4
@@ -463,6 +469,7 @@ def test_pure_noise_gives_no_frames() -> None:
         assert frames_from(modulation, soft) == []  # type: ignore[arg-type]
         assert not demodulator.stats.locked
         assert abs(demodulator.stats.frequency_offset_symbol) <= LoopConfig().max_frequency
+        assert demodulator.stats.retunes == 0  # no coarse "carrier" found in noise
     # all zeros: nothing to normalize, nothing divided by zero
     silent = Demodulator("bpsk", SPS).process(np.zeros(10_000, np.complex64))
     assert np.all(silent == 0)
@@ -490,6 +497,21 @@ def test_bad_arguments() -> None:
         LoopConfig(max_clock_offset=0.0)
     with pytest.raises(LocalProtocolError, match="ppm"):
         resample(np.zeros(4), ppm=-6e5)
+    with pytest.raises(LocalProtocolError, match="coarse_symbols 100 "):
+        LoopConfig(coarse_symbols=100)
+    with pytest.raises(LocalProtocolError, match="coarse_blocks 0 "):
+        LoopConfig(coarse_blocks=0)
+    with pytest.raises(LocalProtocolError, match=r"coarse_range -0\.1 "):
+        LoopConfig(coarse_range=-0.1)
+    with pytest.raises(LocalProtocolError, match=r"retune_threshold 0\.6 "):
+        LoopConfig(retune_threshold=0.6)
+    with pytest.raises(LocalProtocolError, match=r"coarse_false_alarm 0\.0 "):
+        LoopConfig(coarse_false_alarm=0.0)
+    # the fourth power at 2 samples per symbol is unambiguous to 0.25 cycles/symbol only
+    with pytest.raises(LocalProtocolError, match=r"coarse_range 0\.3 .* 0\.225 .* sps 2"):
+        Demodulator("qpsk", 2, loops=LoopConfig(coarse_range=0.3))
+    assert Demodulator("qpsk", 2).coarse_range == pytest.approx(0.225)
+    assert Demodulator("bpsk", 2).coarse_range == 0.25
 
 
 @pytest.mark.parametrize("sps", [2, 3, 8])
@@ -507,3 +529,214 @@ def test_other_samples_per_symbol(sps: int) -> None:
     assert set(frames_from("bpsk", soft)) == set(frames)
     assert demodulator.stats.samples == rx.size
     assert demodulator.stats.clock_offset_ppm == pytest.approx(100.0, abs=40.0)
+
+
+# ----------------------------------------------------------------------- coarse carrier
+@pytest.mark.parametrize(
+    ("modulation", "sps"), [("bpsk", 4), ("bpsk", 2), ("qpsk", 4), ("qpsk", 2)]
+)
+def test_coarse_estimator_finds_a_fifth_of_the_symbol_rate(
+    modulation: Modulation, sps: int
+) -> None:
+    # 0.21 cycles/symbol (55 kHz at 256 kbaud), Eb/N0 6 dB at rate 1/2, one block of
+    # 2048 symbols: the peak of the M-th power's spectrum stands far above the
+    # detection threshold and gives the offset to a thousandth of the symbol rate
+    # (what the FLL then pulls in from); noise alone stays below the threshold.
+    rng = np.random.default_rng(40 + sps)
+    order = 4 if modulation == "qpsk" else 2
+    bits = rng.integers(0, 2, 3000 * (order // 2), np.uint8)
+    tx = modulate(bits, modulation, sps, ramp_symbols=0)
+    offset = 0.21 / sps  # cycles per sample
+    rx = impair(
+        tx,
+        Impairments(offset_hz=offset, phase=None, ebn0_db=6.0, code_rate=0.5),
+        modulation=modulation,
+        sps=sps,
+        sample_rate=1.0,
+        rng=rng,
+    )
+    block = rx[500 : 500 + 2048 * sps]
+    span = min(0.25, 0.9 * sps / (2 * order)) / sps  # the Demodulator's default range
+    band = span + 0.675 / sps
+    estimate = coarse_frequency(
+        mth_power_spectrum(block, order=order, band=band), order=order, span=span
+    )
+    assert estimate.detected
+    assert abs(estimate.frequency - offset) * sps < 1e-3
+    noise = add_noise(np.zeros(block.size), ebn0_db=6.0, modulation=modulation, sps=sps, rng=rng)
+    quiet = coarse_frequency(
+        mth_power_spectrum(noise, order=order, band=band), order=order, span=span
+    )
+    assert not quiet.detected
+
+
+def test_detection_threshold_is_the_union_bound() -> None:
+    # one block: each bin's ratio is exponential, so bins * exp(-t) = p_fa exactly
+    assert detection_threshold(1, 4096, 1e-6) == pytest.approx(np.log(4096 / 1e-6), rel=1e-9)
+    # averaging blocks narrows the noise: lower thresholds, towards 1
+    thresholds = [detection_threshold(b, 4096, 1e-6) for b in (1, 2, 4, 8, 64)]
+    assert thresholds == sorted(thresholds, reverse=True)
+    assert 1.0 < thresholds[-1] < 3.0
+    with pytest.raises(LocalProtocolError, match="blocks 0"):
+        detection_threshold(0, 10, 1e-6)
+
+
+def test_coarse_estimator_refuses_bad_arguments() -> None:
+    with pytest.raises(LocalProtocolError, match="order 3"):
+        mth_power_spectrum(np.ones(64), order=3, band=0.2)
+    with pytest.raises(LocalProtocolError, match=r"band 0\.7"):
+        mth_power_spectrum(np.ones(64), order=2, band=0.7)
+    with pytest.raises(LocalProtocolError, match="1-D block"):
+        mth_power_spectrum(np.ones((8, 8)), order=2, band=0.2)
+    with pytest.raises(LocalProtocolError, match="alias"):
+        coarse_frequency(np.ones(64), order=4, span=0.2)
+    with pytest.raises(LocalProtocolError, match="fewer than 3"):
+        coarse_frequency(np.ones(64), order=2, span=0.001)
+
+
+# ----------------------------------------------------------------------- the S-band pass
+def test_leo_pass_geometry() -> None:
+    # 400 km, 2.2 GHz: the figures LeoPass's docstring states, and its derivatives
+    # against finite differences of its own range.
+    geometry = LeoPass()
+    assert geometry.half_pass_s == pytest.approx(304.853, abs=1e-3)
+    assert geometry.range_m(0.0) == pytest.approx(400e3)
+    assert geometry.range_m(geometry.half_pass_s) == pytest.approx(slant_range_m(400e3, 0.0))
+    assert geometry.elevation_deg(0.0) == pytest.approx(90.0)
+    assert geometry.elevation_deg(-geometry.half_pass_s) == pytest.approx(0.0, abs=1e-9)
+    assert geometry.doppler_hz(-geometry.half_pass_s) == pytest.approx(52978.45, abs=0.01)
+    assert geometry.doppler_hz(0.0) == 0.0
+    assert geometry.doppler_rate_hz_s(0.0) == pytest.approx(-1016.206, abs=1e-3)
+    h = 1e-3
+    for t in (-250.0, -40.0, 0.0, 120.0):
+        rate = (geometry.range_m(t + h) - geometry.range_m(t - h)) / (2 * h)
+        assert geometry.range_rate_m_s(t) == pytest.approx(rate, rel=1e-6, abs=1e-6)
+        change = (geometry.doppler_hz(t + h) - geometry.doppler_hz(t - h)) / (2 * h)
+        assert geometry.doppler_rate_hz_s(t) == pytest.approx(change, rel=1e-5)
+    with pytest.raises(LocalProtocolError, match=r"altitude 50000\.0 m"):
+        LeoPass(altitude_m=50e3)
+    with pytest.raises(LocalProtocolError, match="carrier -1"):
+        LeoPass(carrier_hz=-1.0)
+
+
+def test_pass_channel_without_a_pass_is_impair() -> None:
+    # No geometry: the same clock, offset and phase as impair() (independent code:
+    # whole-buffer numpy), chunked arbitrarily, and chunking changes nothing.
+    rng = np.random.default_rng(30)
+    tx = modulate(rng.integers(0, 2, 6000, np.uint8), "bpsk", SPS)
+    impairments = Impairments(clock_ppm=150.0, offset_hz=0.003, phase=0.7)
+    reference = impair(tx, impairments, modulation="bpsk", sps=SPS, sample_rate=1.0, rng=rng)
+
+    def through(chunks: Iterator[slice]) -> np.ndarray:
+        channel = PassChannel(impairments, sample_rate=1.0, modulation="bpsk", sps=SPS, rng=rng)
+        parts = [channel.process(tx[part]) for part in chunks]
+        return np.concatenate([*parts, channel.flush()])
+
+    whole = through(iter([slice(0, tx.size)]))
+    assert whole.size == reference.size
+    # 8 taps here, 12 in resample(): equal to the interpolators' difference
+    assert np.max(np.abs(whole - reference)) < 2e-3
+    assert np.array_equal(through(random_chunks(tx.size, seed=31)), whole)
+
+
+def test_pass_channel_follows_the_pass() -> None:
+    # A constant envelope through the pass near culmination: the phase of the output
+    # turns at the pass's Doppler, and the positions read run fast by the clock and
+    # the range rate.
+    geometry = LeoPass()
+    rate = 1e6
+    channel = PassChannel(
+        Impairments(clock_ppm=100.0),
+        sample_rate=rate,
+        modulation="bpsk",
+        sps=SPS,
+        rng=np.random.default_rng(0),
+        geometry=geometry,
+        start_s=-20.0,
+    )
+    out = np.concatenate([channel.process(np.ones(1 << 16, np.complex64)) for _ in range(16)])
+    steps = np.angle(out[1:].astype(np.complex128) * np.conj(out[:-1]))  # rad per sample
+    for at in (1000, out.size // 2, out.size - 3001):
+        measured = np.sum(steps[at : at + 2000]) / (2 * np.pi * 2000 / rate)
+        expected = geometry.doppler_hz(-20.0 + (at + 1000) / rate)
+        assert measured == pytest.approx(expected, abs=0.1)
+    position, _ = channel.position(1e6)
+    drift = 1e6 * (1 + 100e-6) * (geometry.range_m(-20.0) - geometry.range_m(-19.0)) / 299_792_458.0
+    assert position - 1e6 * (1 + 100e-6) == pytest.approx(drift, abs=1e-6)
+    assert channel.received_index(position) == pytest.approx(1e6, abs=1e-6)
+    with pytest.raises(LocalProtocolError, match="flushed"):
+        channel.flush()
+        channel.process(np.ones(4))
+    with pytest.raises(LocalProtocolError, match="sample_rate"):
+        PassChannel(
+            Impairments(), sample_rate=0.0, modulation="bpsk", sps=4, rng=np.random.default_rng()
+        )
+    with pytest.raises(LocalProtocolError, match="half_taps 0"):
+        PassChannel(
+            Impairments(),
+            sample_rate=1.0,
+            modulation="bpsk",
+            sps=4,
+            rng=np.random.default_rng(),
+            half_taps=0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("modulation", "sps", "start_s", "retunes"),
+    [
+        ("bpsk", 2, -300.0, 1),  # the horizon: +53 kHz, 0.207 of the symbol rate
+        ("qpsk", 4, 298.5, 1),  # setting: -53 kHz
+        ("bpsk", 4, -0.75, 0),  # culmination: through zero at 1.02 kHz/s
+        ("qpsk", 2, -0.75, 0),
+    ],
+)
+def test_windows_of_the_full_scale_pass(
+    modulation: Modulation, sps: int, start_s: float, retunes: int
+) -> None:
+    # 1.5 s of the 10-minute S-band pass of tests/test_radio_doppler.py (256 kbaud,
+    # 100 ppm, Eb/N0 6 dB per information bit), at full scale: acquired blind within
+    # the ramp, every frame exact, the demodulator on the pass's Doppler.
+    config = TmCodingConfig(interleave=1)
+    baud = 256e3
+    rng = np.random.default_rng(50 + sps)
+    frames = [
+        rng.integers(0, 256, 223, np.uint8).tobytes()
+        for _ in range(int(1.5 * baud / 8288 * (2 if modulation == "qpsk" else 1)))
+    ]
+    geometry = LeoPass()
+    transmitter = IqTransmitter(config, modulation=modulation, sps=sps)
+    channel = PassChannel(
+        Impairments(clock_ppm=100.0, phase=None, ebn0_db=6.0, code_rate=1784 / 4144),
+        sample_rate=baud * sps,
+        modulation=modulation,
+        sps=sps,
+        rng=rng,
+        geometry=geometry,
+        start_s=start_s,
+    )
+    receiver = IqReceiver(config, sample_rate=baud * sps, modulation=modulation, sps=sps)
+    for first in range(0, len(frames), 32):
+        receiver.receive_samples(
+            channel.process(transmitter.transmit(frames[first : first + 32]).samples)
+        )
+    receiver.receive_samples(channel.process(transmitter.flush()))
+    receiver.receive_samples(channel.flush())
+    receiver.flush()
+    events = []
+    while (event := receiver.next_event()) is not None:
+        events.append(event)
+    assert [e.event for e in events if isinstance(e, SyncChanged)] == ["locked"]
+    cadus = [e for e in events if isinstance(e, CaduReceived)]
+    # Both acquire within the transmitter's 1024 idle symbols and its lead (1024 bits
+    # per bit of a symbol: as many symbols for QPSK as for BPSK): every frame arrives,
+    # the first one included.
+    assert [c.frame for c in cadus] == frames
+    assert receiver.stats.demodulator.retunes == retunes
+    # the loops' frequency near each CADU: unbiased, its jitter (about 30 Hz rms at
+    # Es/N0 2.3 dB) well within the carrier loop's reach
+    errors = np.array(
+        [c.frequency_offset_hz - geometry.doppler_hz(start_s + c.time_s) for c in cadus]
+    )
+    assert abs(np.mean(errors)) < 15.0
+    assert np.max(np.abs(errors)) < 150.0

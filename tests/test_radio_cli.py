@@ -335,3 +335,140 @@ def test_receiver_chunking_and_annotations() -> None:
     assert all(abs(a - b) <= 4 for (_, a), (_, b) in zip(*results, strict=True))
     for (_, sample), note in zip(results[0], block.annotations, strict=True):
         assert abs(sample - note.sample_start) <= 8
+
+
+# --------------------------------------------------------------------------- --doppler-pass
+PASS_BAUD = "256000"
+
+
+def pass_tx(tmp_path: Path, frames: list[bytes], *options: str) -> tuple[int, str, Path]:
+    base = tmp_path / "pass"
+    code, _, err = run(
+        [
+            "radio",
+            "tx",
+            "--interleave",
+            "1",
+            "--baud",
+            PASS_BAUD,
+            "--sps",
+            "2",
+            "--ebn0",
+            "6",
+            "--clock-ppm",
+            "100",
+            "--phase",
+            "random",
+            "--doppler-pass",
+            "--output",
+            str(base),
+            *options,
+        ],
+        b"".join(frames),
+    )
+    return code, err, base.with_suffix(".sigmf-meta")
+
+
+def test_doppler_pass_round_trip(tmp_path: Path) -> None:
+    # 0.6 s of the full-scale pass at its rising edge (+53 kHz, 0.21 of 256 kbaud,
+    # 100 ppm, Eb/N0 6 dB): rx acquires it blind and decodes every frame, in order;
+    # the recording says where each CADU is and what pass it holds.
+    frames = frames_for(1, 36, seed=40)
+    code, err, meta = pass_tx(tmp_path, frames, "--pass-start-s", "-300")
+    assert code == 0, err
+    document = json.loads(meta.read_text())
+    assert document["global"]["linkstack:pass_start_s"] == -300.0
+    assert document["global"]["linkstack:pass_carrier_hz"] == 2.2e9
+    assert document["global"]["linkstack:pass_altitude_m"] == 400e3
+    code, out, err = run(["radio", "rx", str(meta)])
+    assert code == 0, err
+    assert out == b"".join(frames)  # all, in order
+    cadus = [line for line in json_lines(err) if "status" in line]
+    assert all(52.8e3 < float(c["frequency_offset_hz"]) < 53.2e3 for c in cadus)  # type: ignore[arg-type]
+    starts = [a["core:sample_start"] for a in document["annotations"]]
+    assert len(starts) == len(frames)
+    # the annotations (the channel's own delay, clock and Doppler) against the receiver
+    assert all(abs(int(c["sample"]) - s) <= 4 for c, s in zip(cadus, starts, strict=True))  # type: ignore[call-overload]
+
+
+def test_doppler_pass_defaults_to_culmination_and_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without --pass-start-s the recording is centred on culmination; the samples go to
+    # the file chunk by chunk as they are made (64 frames at a time), never whole.
+    from linkstack.cli import radio as radio_cli
+
+    written: list[int] = []
+    real = radio_cli.write_recording
+
+    def spy(path: object, samples: object, *args: object, **kwargs: object) -> object:
+        def counted() -> object:
+            for chunk in samples:  # type: ignore[attr-defined]
+                written.append(chunk.size)
+                yield chunk
+
+        return real(path, counted(), *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(radio_cli, "write_recording", spy)
+    frames = frames_for(1, 150, seed=41)
+    code, err, meta = pass_tx(tmp_path, frames)
+    assert code == 0, err
+    document = json.loads(meta.read_text())
+    start = document["global"]["linkstack:pass_start_s"]
+    duration = sum(written) / (2 * 256e3)
+    assert start == pytest.approx(-duration / 2, abs=0.01)
+    assert len(written) >= 4 and max(written) < 64 * 8300 * 2 // 2 * 2
+    assert sum(written) == meta.with_suffix(".sigmf-data").stat().st_size // 8
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--pass-altitude-km", "50"], "altitude 50000.0 m is outside"),
+        (["--pass-start-s", "-400"], "runs outside the pass"),
+        (["--pass-start-s", "304.83"], "runs outside the pass"),
+        (["--pass-start-s", "nan"], "runs outside the pass"),
+    ],
+)
+def test_doppler_pass_bad_values(tmp_path: Path, options: list[str], words: str) -> None:
+    code, err, meta = pass_tx(tmp_path, frames_for(1, 2, seed=42), *options)
+    _one_line(code, err, 2, words)
+    assert not meta.exists() and not meta.with_suffix(".sigmf-data").exists()
+
+
+def test_pass_options_need_doppler_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        [
+            "radio",
+            "tx",
+            "--interleave",
+            "1",
+            "--baud",
+            "9600",
+            "--pass-start-s",
+            "0",
+            "--output",
+            str(tmp_path / "x"),
+        ],
+        b"".join(frames_for(1, 1, seed=43)),
+    )
+    _one_line(code, err, 2, "--pass-start-s need --doppler-pass")
+    code, _, err = run(
+        [
+            "radio",
+            "tx",
+            "--interleave",
+            "1",
+            "--baud",
+            "9600",
+            "--doppler-pass",
+            "--pass-carrier-hz",
+            "-5",
+            "--output",
+            str(tmp_path / "y"),
+        ],
+        b"".join(frames_for(1, 1, seed=43)),
+    )
+    printed = err + capsys.readouterr().err  # argparse's own message
+    assert code == 2 and "--pass-carrier-hz" in printed and "Traceback" not in printed
+    assert not (tmp_path / "y.sigmf-data").exists()

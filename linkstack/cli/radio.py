@@ -9,10 +9,17 @@ bits of the CCSDS pseudo-random sequence, after the last 256 coded zero bits, so
 a receiver can lock.  The output is a SigMF recording (``--output REC``:
 ``REC.sigmf-meta`` and ``REC.sigmf-data``, sample rate = baud * sps, one annotation per
 CADU at the peak of its first symbol, and the coding and modulation as
-``linkstack:`` fields) or a bare IQ file (``--raw FILE``).  The samples are scaled to
-an rms level of 0.25 of full scale.  For test signals ``--ebn0`` (dB per bit into the
-convolutional encoder), ``--cfo-hz``, ``--clock-ppm`` and ``--phase`` impair them,
-seeded by ``--seed``.
+``linkstack:`` fields) or a bare IQ file (``--raw FILE``).  The samples are made and
+written 64 frames at a time, so a long pass never sits in memory as samples, and
+scaled to an rms level of 0.25 of full scale (computed from the symbol energy and the
+noise, not measured).  For test signals ``--ebn0`` (dB per bit into the convolutional
+encoder), ``--cfo-hz``, ``--clock-ppm`` and ``--phase`` impair them, seeded by
+``--seed``; ``--doppler-pass`` adds the Doppler of an overhead LEO pass
+(``linkstack.radio.channel.LeoPass``: ``--pass-carrier-hz``, default 2.2 GHz,
+``--pass-altitude-km``, default 400 km, ``--pass-start-s``, the first sample's time
+from culmination, by default half the recording before it) to the carrier and the
+symbol clock, the full ramp: +-53 kHz and up to 1.02 kHz/s by default.  A recording
+that would run below the horizon is refused.
 
 ``rx`` reads a recording (SigMF, or ``--raw`` with ``--samp-rate`` and
 ``--datatype``), demodulates it, finds the symbol alignment and the carrier phase
@@ -35,10 +42,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 import numpy as np
+import numpy.typing as npt
 
 from linkstack.cli.main import EXIT_OK, EXIT_USAGE_OR_PARTIAL, CliError, Streams
 from linkstack.coding.convolutional import CODE_RATES, CodeRate, check_rate
@@ -46,8 +55,18 @@ from linkstack.coding.soft import NrzmMode
 from linkstack.coding.tm import Basis, TmCodingConfig
 from linkstack.console.base import UsageError, positive_int, positive_number
 from linkstack.errors import LocalProtocolError
-from linkstack.radio.modem import MODULATIONS, Impairments, Modulation, impair
+from linkstack.radio.channel import LeoPass
+from linkstack.radio.modem import (
+    BITS_PER_SYMBOL,
+    MODULATIONS,
+    Impairments,
+    Modulation,
+    PassChannel,
+)
 from linkstack.radio.receiver import (
+    DEFAULT_LEAD_BITS,
+    DEFAULT_RAMP_SYMBOLS,
+    DEFAULT_TAIL_BITS,
     CaduReceived,
     IqReceiver,
     IqTransmitter,
@@ -76,6 +95,8 @@ TX_RMS: Final = 0.25
 #: Relative tolerance of core:sample_rate against linkstack:symbol_rate * sps.
 RATE_TOLERANCE: Final = 1e-6
 _CHUNK: Final = DEFAULT_CHUNK
+#: Frames made into samples and written at a time by tx.
+_TX_BATCH: Final = 64
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -119,6 +140,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="carrier phase in degrees, or 'random' (drawn from --seed); default 0",
     )
     tx.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the impairments")
+    tx.add_argument(
+        "--doppler-pass",
+        action="store_true",
+        help="the Doppler of an overhead LEO pass on the carrier and the symbol clock",
+    )
+    tx.add_argument(
+        "--pass-carrier-hz",
+        type=positive_number,
+        default=None,
+        metavar="F",
+        help="the pass's carrier frequency (default 2.2e9)",
+    )
+    tx.add_argument(
+        "--pass-altitude-km",
+        type=positive_number,
+        default=None,
+        metavar="KM",
+        help="the circular orbit's altitude (default 400)",
+    )
+    tx.add_argument(
+        "--pass-start-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="time of the first sample from culmination (default: centred on it)",
+    )
     out = tx.add_mutually_exclusive_group(required=True)
     out.add_argument("--output", metavar="REC", help="SigMF recording REC[.sigmf-meta]")
     out.add_argument("--raw", metavar="FILE", help="bare IQ file (no metadata)")
@@ -185,8 +232,39 @@ def _phase(text: str, rng: np.random.Generator) -> float:
     return math.radians(degrees)
 
 
+def _pass_geometry(args: argparse.Namespace, duration_s: float) -> tuple[LeoPass | None, float]:
+    """The pass asked for with --doppler-pass, and the time of the first sample on its
+    axis (culmination at 0); refuses a recording that would run below the horizon."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("pass_carrier_hz", "pass_altitude_km", "pass_start_s")
+        if getattr(args, name) is not None
+    ]
+    if not args.doppler_pass:
+        if given:
+            raise UsageError(f"{', '.join(given)} need --doppler-pass")
+        return None, 0.0
+    carrier = 2.2e9 if args.pass_carrier_hz is None else args.pass_carrier_hz
+    altitude_km = 400.0 if args.pass_altitude_km is None else args.pass_altitude_km
+    try:
+        geometry = LeoPass(carrier_hz=carrier, altitude_m=altitude_km * 1e3)
+    except LocalProtocolError as exc:
+        raise UsageError(f"--doppler-pass: {exc}") from exc
+    start = -duration_s / 2.0 if args.pass_start_s is None else args.pass_start_s
+    half = geometry.half_pass_s
+    if not math.isfinite(start) or start < -half or start + duration_s > half:
+        raise UsageError(
+            f"--pass-start-s {start:g} with {duration_s:.3f} s of signal runs outside the"
+            f" pass: a {altitude_km:g} km orbit is above the horizon from {-half:.1f} s to"
+            f" {half:.1f} s around culmination"
+        )
+    return geometry, start
+
+
 def run_tx(args: argparse.Namespace, io: Streams) -> int:
-    """Frames on stdin -> a recording; refuses a partial frame before writing anything."""
+    """Frames on stdin -> a recording, made and written a batch of frames at a time
+    (a 10-minute pass never sits in memory as samples); refuses a partial frame and
+    bad options before writing anything."""
     config = _config(args.interleave, args.frame_length)
     rate = check_rate(args.conv_rate)
     data = io.stdin.read()
@@ -210,9 +288,14 @@ def run_tx(args: argparse.Namespace, io: Streams) -> int:
         )
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from exc
-    block = transmitter.transmit(data)
-    samples = np.concatenate((block.samples, transmitter.flush()))
     sample_rate = float(args.baud) * args.sps
+    count = len(data) // n_frame
+    bits_per_symbol = BITS_PER_SYMBOL[transmitter.modulation]
+    coded_bits = (8 * config.cadu_length * count + DEFAULT_LEAD_BITS + DEFAULT_TAIL_BITS) / float(
+        code_rate_value(rate)
+    )
+    duration_s = (DEFAULT_RAMP_SYMBOLS + coded_bits / bits_per_symbol) / float(args.baud)
+    geometry, start_s = _pass_geometry(args, duration_s)
     rng = np.random.default_rng(args.seed)
     phase = _phase(args.phase, rng)
     impairments = Impairments(
@@ -223,32 +306,47 @@ def run_tx(args: argparse.Namespace, io: Streams) -> int:
         code_rate=float(code_rate_value(rate)),
     )
     try:
-        samples = impair(
-            samples,
+        channel = PassChannel(
             impairments,
+            sample_rate=sample_rate,
             modulation=args.modulation,
             sps=args.sps,
-            sample_rate=sample_rate,
             rng=rng,
+            geometry=geometry,
+            start_s=start_s,
         )
     except LocalProtocolError as exc:
         raise UsageError(str(exc)) from exc
-    rms = float(np.sqrt(np.mean(np.abs(samples) ** 2)))
-    samples = (samples * (TX_RMS / rms)).astype(np.complex64)
-    ratio = 1.0 + args.clock_ppm * 1e-6  # resample() shortens the burst by this ratio
-    notes = [
-        CaduAnnotation(
-            sample_start=round(note.sample_start / ratio),
-            sample_count=max(1, round((note.sample_count or 0) / ratio)),
+    # Modulator output has unit-energy symbols through a unit-energy pulse: 1/sps per
+    # sample, plus the noise's N0.  Scaled from these rather than measured, so that
+    # the first chunk can be written before the last is made.
+    scale = TX_RMS / math.sqrt(1.0 / args.sps + channel.noise_power)
+    notes: list[CaduAnnotation] = []
+
+    def place(note: CaduAnnotation) -> CaduAnnotation:
+        start = channel.received_index(note.sample_start)
+        end = channel.received_index(note.sample_start + (note.sample_count or 0))
+        return CaduAnnotation(
+            sample_start=max(0, round(start)),
+            sample_count=max(1, round(end - start)),
             comment=note.comment,
             vcid=note.vcid,
             vc_count=note.vc_count,
         )
-        for note in block.annotations
-        if round(note.sample_start / ratio) < samples.size
-    ]
+
+    def chunks() -> Iterator[npt.NDArray[np.complex64]]:
+        for first in range(0, len(data), _TX_BATCH * n_frame):
+            block = transmitter.transmit(data[first : first + _TX_BATCH * n_frame])
+            notes.extend(place(note) for note in block.annotations)
+            yield (channel.process(block.samples) * scale).astype(np.complex64)
+        yield (channel.process(transmitter.flush()) * scale).astype(np.complex64)
+        yield (channel.flush() * scale).astype(np.complex64)
+
+    def kept() -> Iterator[CaduAnnotation]:  # read once every sample is written
+        return (note for note in notes if note.sample_end <= channel.samples_out)
+
     if args.raw is not None:
-        write_raw_iq(args.raw, samples, args.datatype, force=args.force)
+        write_raw_iq(args.raw, chunks(), args.datatype, force=args.force)
         return EXIT_OK
     extensions: dict[str, ExtensionValue] = {
         "modulation": args.modulation,
@@ -260,14 +358,32 @@ def run_tx(args: argparse.Namespace, io: Streams) -> int:
         "conv_rate": rate,
         "nrzm": bool(args.nrzm),
     }
+    if geometry is not None:
+        extensions |= {
+            "pass_carrier_hz": geometry.carrier_hz,
+            "pass_altitude_m": geometry.altitude_m,
+            "pass_start_s": start_s,
+        }
     meta = RecordingMeta(
         sample_rate=sample_rate,
         datatype=Datatype(args.datatype),
-        description=f"linkstack radio tx: {len(notes)} CADUs, {args.modulation}, rate {rate}",
+        description=f"linkstack radio tx: {count} CADUs, {args.modulation}, rate {rate}"
+        + ("" if geometry is None else f", LEO pass from {start_s:g} s"),
         extensions=extensions,
     )
-    write_recording(args.output, samples, meta, notes, force=args.force)
+    write_recording(args.output, chunks(), meta, _Deferred(kept), force=args.force)
     return EXIT_OK
+
+
+class _Deferred:
+    """An iterable whose items are made when it is iterated (the annotations, known
+    only once the samples are written)."""
+
+    def __init__(self, make: Callable[[], Iterator[CaduAnnotation]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[CaduAnnotation]:
+        return self._make()
 
 
 # --------------------------------------------------------------------------- rx

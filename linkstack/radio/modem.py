@@ -23,7 +23,11 @@ Channel impairments, for tests and benches (seeded by the generator passed in):
 :func:`add_noise` (AWGN at Eb/N0 per information bit, given the code rate),
 :func:`shift_frequency` (a carrier offset, a Doppler ramp, a phase), :func:`resample`
 (a symbol clock off by some ppm: windowed-sinc fractional resampling), and
-:func:`impair`, all of them in the order a downlink applies them.
+:func:`impair`, all of them in the order a downlink applies them, on a whole buffer;
+:class:`PassChannel` does the same streaming, chunk by chunk, and adds a satellite
+pass (:class:`~linkstack.radio.channel.LeoPass`): the slant range's delay on the
+symbol clock and its phase on the carrier, so that a 10-minute pass never sits in
+memory.
 
 Receive side
 ------------
@@ -35,8 +39,24 @@ the loops.  The chain follows Rice, *Digital Communications: A Discrete-Time App
 (2009), chapters 7 and 8, in the order of GNU Radio's ``symbol_sync_cc`` ->
 ``costas_loop_cc`` flowgraphs (with a symbol-rate FLL where those put the sample-rate
 ``fll_band_edge_cc`` first: it is enough for offsets of a few percent of the symbol
-rate, and cheaper):
+rate, and cheaper), behind a coarse carrier stage for offsets beyond that (an S-band
+LEO pass reaches 55 kHz, a fifth of 256 kbaud):
 
+0. coarse carrier acquisition and tracking: a sample-rate NCO turns the samples by
+   its frequency before the matched filter.  The samples come in blocks of
+   ``coarse_symbols`` symbols, counted from the first sample (so that chunking
+   changes nothing).  At the end of each block, while the carrier is not locked,
+   the block's spectrum of the M-th power (:func:`mth_power_spectrum`; averaged
+   over up to ``coarse_blocks`` blocks) is searched for a line within
+   ``coarse_range`` (:func:`coarse_frequency`); one that passes a detection test
+   at a false-alarm probability of ``coarse_false_alarm`` on noise alone
+   (:func:`detection_threshold`) and lies more than ``retune_threshold`` from the
+   demodulator's own estimate retunes the NCO there and restarts the loops'
+   frequency (acquisition, and re-acquisition after a loss of lock).  While the
+   carrier is locked, the loops' frequency is handed over to the NCO at the end of
+   each block (it reaches the loops when the samples it turned reach them), so the
+   matched filter keeps the signal centred however far a Doppler ramp takes it
+   and the loops track only what changed within a block (8 Hz at 1 kHz/s);
 1. the SRRC matched filter (numpy, the same taps as the modulator);
 2. an AGC: the power of the filtered samples, averaged over ``agc_symbols`` symbols
    (a plain mean over the first samples, then exponential), scales them to unit power;
@@ -70,8 +90,9 @@ synchronizer, which resolves them.
 
 The loops are sequential: one kernel runs them sample by sample over a block with all
 loop state passed in and out, so that any chunking of the input gives bit-identical
-output.  It is compiled by numba (``cache=True``) where numba imports, and otherwise
-runs as plain Python (about a hundred times slower).
+output.  It, the NCO and :class:`PassChannel`'s interpolator are compiled by numba
+(``cache=True``) where numba imports, and otherwise run as plain Python (about a
+hundred times slower).
 
 Bad input: NaN or infinite samples are replaced by zeros and counted
 (``stats.invalid_samples``); a zero sample does not move the AGC, and the loops coast
@@ -86,7 +107,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Final, Literal, cast, get_args
 
@@ -94,6 +115,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linkstack.errors import LocalProtocolError
+from linkstack.radio.channel import SPEED_OF_LIGHT_M_S, LeoPass
 
 try:
     import numba
@@ -109,20 +131,25 @@ __all__ = [
     "MODULATIONS",
     "NUMBA_AVAILABLE",
     "Backend",
+    "CoarseEstimate",
     "Demodulator",
     "DemodulatorStats",
     "Impairments",
     "LoopConfig",
     "Modulation",
     "Modulator",
+    "PassChannel",
     "PulseShape",
     "add_noise",
+    "coarse_frequency",
     "compile_kernels",
+    "detection_threshold",
     "gardner_gain",
     "impair",
     "loop_gains",
     "map_symbols",
     "modulate",
+    "mth_power_spectrum",
     "raised_cosine",
     "resample",
     "rrc_taps",
@@ -560,6 +587,266 @@ def impair(
     )
 
 
+#: Received samples between exact evaluations of the pass's delay and phase (linear
+#: between: at 1 kHz/s and 1 Msample/s the phase is then off by at most
+#: f' (G / fs)^2 / 8 = 1.3e-4 cycles).
+PASS_GRID: Final = 1024
+
+
+class PassChannel:
+    """Streaming downlink impairments, a satellite pass included: transmitted samples
+    in, received samples out, never the whole pass in memory.
+
+    Received sample n, at ``t = start_s + n / sample_rate`` on the pass's time axis,
+    is the transmitted stream at its emission time ``t - rho(t) / c``, ``rho`` the
+    slant range of ``geometry`` (:class:`~linkstack.radio.channel.LeoPass`; None: a
+    fixed range), counted by a transmitter clock fast by ``clock_ppm``: at position
+    ``p(n) = fs (1 + ppm 1e-6) (t - rho(t)/c - t0 + rho(t0)/c)`` of the transmitted
+    samples (``t0 = start_s``; Blackman-windowed sinc of ``2 half_taps`` taps, as
+    :func:`resample`), so that
+    the symbol clock carries the pass's Doppler too (+-24 ppm at 7 km/s).  It is
+    turned by ``phase + 2 pi (offset_hz t' + rate_hz_s t'^2 / 2) - 2 pi f_c (rho(t) -
+    rho(t0)) / c`` (``t' = t - t0``), and white Gaussian noise at ``ebn0_db`` is added
+    as :func:`add_noise` does.  Position and phase are exact every :data:`PASS_GRID`
+    samples and linear between.  :meth:`process` returns the received samples whose
+    transmitted samples have all come in; :meth:`flush` the rest, up to the one at the
+    last transmitted sample.  Seeded by ``rng``; chunking does not change the signal,
+    only the noise's draws.
+    """
+
+    __slots__ = (
+        "_base",
+        "_buffer",
+        "_done",
+        "_half",
+        "_next",
+        "_rho0",
+        "_sigma",
+        "_t0_delay",
+        "_table",
+        "geometry",
+        "impairments",
+        "rng",
+        "sample_rate",
+        "start_s",
+    )
+
+    def __init__(
+        self,
+        impairments: Impairments,
+        *,
+        sample_rate: float,
+        modulation: Modulation,
+        sps: int,
+        rng: np.random.Generator,
+        geometry: LeoPass | None = None,
+        start_s: float = 0.0,
+        half_taps: int = 8,
+    ) -> None:
+        if not (math.isfinite(sample_rate) and sample_rate > 0):
+            raise LocalProtocolError(f"sample_rate {sample_rate!r} is not positive")
+        if not math.isfinite(start_s):
+            raise LocalProtocolError(f"start_s {start_s!r} is not finite")
+        if not 1 <= half_taps <= 64:
+            raise LocalProtocolError(f"half_taps {half_taps} is outside [1, 64]")
+        ratio = 1.0 + impairments.clock_ppm * 1e-6
+        if not 0.5 < ratio < 2.0:
+            raise LocalProtocolError(
+                f"clock offset {impairments.clock_ppm} ppm is outside (-5e5, 1e6)"
+            )
+        if impairments.phase is None:
+            impairments = replace(impairments, phase=float(rng.uniform(0.0, _TWO_PI)))
+        self.impairments = impairments
+        self.sample_rate = float(sample_rate)
+        self.geometry = geometry
+        self.start_s = float(start_s)
+        self.rng = rng
+        modulation = _check_modulation(modulation)
+        PulseShape(modulation, sps)
+        if impairments.ebn0_db is None:
+            self._sigma = 0.0
+        else:
+            if not 0.0 < impairments.code_rate <= 1.0:
+                raise LocalProtocolError(f"code_rate {impairments.code_rate} is outside (0, 1]")
+            eb = 1.0 / (BITS_PER_SYMBOL[modulation] * impairments.code_rate)
+            self._sigma = math.sqrt(eb / 10 ** (impairments.ebn0_db / 10) / 2.0)
+        self._half = half_taps
+        self._table = _sinc_table(half_taps)
+        self._rho0 = 0.0 if geometry is None else geometry.range_m(self.start_s)
+        self._t0_delay = self.start_s - self._rho0 / SPEED_OF_LIGHT_M_S
+        self._buffer = np.zeros(0, np.complex64)
+        self._base = 0  # transmitted index of _buffer[0]
+        self._next = 0  # next received sample
+        self._done = False
+
+    @property
+    def noise_power(self) -> float:
+        """N0: the noise's power per complex sample (0 without noise)."""
+        return 2.0 * self._sigma * self._sigma
+
+    @property
+    def samples_out(self) -> int:
+        """Received samples produced so far."""
+        return self._next
+
+    def position(self, n: float) -> tuple[float, float]:
+        """Received sample ``n``: the transmitted position it reads, and its phase in
+        cycles (exact, not the grid's interpolation)."""
+        t = self.start_s + n / self.sample_rate
+        rho = self._rho0 if self.geometry is None else self.geometry.range_m(t)
+        emitted = t - rho / SPEED_OF_LIGHT_M_S - self._t0_delay
+        position = self.sample_rate * (1.0 + self.impairments.clock_ppm * 1e-6) * emitted
+        dt = t - self.start_s
+        cycles = (self.impairments.phase or 0.0) / _TWO_PI + (
+            self.impairments.offset_hz * dt + 0.5 * self.impairments.rate_hz_s * dt * dt
+        )
+        if self.geometry is not None:
+            cycles -= self.geometry.carrier_hz * (rho - self._rho0) / SPEED_OF_LIGHT_M_S
+        return position, cycles
+
+    def received_index(self, position: float) -> float:
+        """The received sample (fractional) that reads transmitted ``position``: the
+        inverse of :meth:`position`, by the secant method."""
+        ratio = 1.0 + self.impairments.clock_ppm * 1e-6
+        low = position / ratio
+        high = low + 1.0
+        f_low = self.position(low)[0] - position
+        f_high = self.position(high)[0] - position
+        for _ in range(20):
+            if f_high == f_low:
+                break
+            low, high = high, high - f_high * (high - low) / (f_high - f_low)
+            f_low, f_high = f_high, self.position(high)[0] - position
+            if abs(f_high) < 1e-6:
+                break
+        return high
+
+    def process(self, samples: npt.ArrayLike) -> C64:
+        """Add transmitted samples; the received samples they complete."""
+        if self._done:
+            raise LocalProtocolError("the pass channel was flushed: no more samples")
+        block = _samples(samples).astype(np.complex64)
+        self._buffer = np.concatenate((self._buffer, block))
+        # a received sample is complete when its last tap is in
+        available = self._base + self._buffer.size - self._half - 1
+        return self._produce(lambda position: position <= available, final=False)
+
+    def flush(self) -> C64:
+        """End of the transmission (zeros after it): the received samples up to the
+        one that reads the last transmitted sample."""
+        if self._done:
+            return np.zeros(0, np.complex64)
+        self._done = True
+        last = self._base + self._buffer.size - 1
+        self._buffer = np.concatenate((self._buffer, np.zeros(self._half + 2, np.complex64)))
+        return self._produce(lambda position: position <= last, final=True)
+
+    def _produce(self, fits: Callable[[float], bool], *, final: bool) -> C64:
+        start = self._next
+        grid_start = start - start % PASS_GRID
+        points = [self.position(grid_start)]
+        end = grid_start
+        while True:  # whole grid steps whose end still fits
+            candidate = self.position(end + PASS_GRID)
+            if not fits(candidate[0]):
+                break
+            points.append(candidate)
+            end += PASS_GRID
+        if final:  # the part of the last grid step up to the last transmitted sample
+            first_p, _ = points[-1]
+            next_point = self.position(end + PASS_GRID)
+            step = (next_point[0] - first_p) / PASS_GRID
+            limit = self._base + self._buffer.size - self._half - 3  # the last real one
+            extra = math.floor((limit - first_p) / step) + 1 if step > 0 else 0
+            extra = min(max(extra, 0), PASS_GRID)
+            if extra > 0:
+                points.append(next_point)
+                stop = end + extra
+            else:
+                stop = end
+        else:
+            stop = end
+        count = max(0, stop - start)
+        out = np.empty(count, np.complex64)
+        if count:
+            grid = np.asarray(points, dtype=np.float64)
+            where = np.array([self._base, start, grid_start, PASS_GRID], np.float64)
+            _channel_kernel()(self._buffer, where, grid, self._table, out)
+            if self._sigma:
+                noise = self.rng.standard_normal(2 * count, dtype=np.float32).view(np.complex64)
+                out += np.float32(self._sigma) * noise
+        self._next = start + count
+        # forget transmitted samples no later received sample reads
+        keep_from = math.floor(self.position(self._next)[0]) - self._half - 1
+        drop = min(max(0, keep_from - self._base), self._buffer.size)
+        if drop:
+            self._buffer = self._buffer[drop:]
+            self._base += drop
+        return out
+
+
+def _channel_py(tx: C64, where: F64, grid: F64, table: F64, out: C64) -> None:
+    """Received samples of :class:`PassChannel`: windowed-sinc interpolation of ``tx``
+    (zeros outside it) at positions, and turns by phases, linear between the rows
+    ``(position, cycles)`` of ``grid``, one per ``where[3]`` received samples from
+    received sample ``where[2]``; ``out[0]`` is received sample ``where[1]``, and
+    ``tx[0]`` transmitted sample ``where[0]``."""
+    base = where[0]
+    start = where[1]
+    grid_start = where[2]
+    spacing = where[3]
+    half = table.shape[1] // 2
+    phases = table.shape[0]
+    size = tx.shape[0]
+    pairs = tx.view(np.float32)
+    segment = -1
+    position = cycles = step = turn = 0.0
+    zr = 1.0
+    zi = 0.0
+    wr = 1.0
+    wi = 0.0
+    for k in range(out.shape[0]):
+        n = start + k - grid_start
+        j = int(n // spacing)
+        if j != segment:  # a new grid step: exact values, then steps and a rotation
+            segment = j
+            offset = n - j * spacing
+            last = j + 1 >= grid.shape[0]
+            step = 0.0 if last else (grid[j + 1, 0] - grid[j, 0]) / spacing
+            turn = 0.0 if last else (grid[j + 1, 1] - grid[j, 1]) / spacing
+            position = grid[j, 0] + offset * step
+            cycles = grid[j, 1] + offset * turn
+            angle = _TWO_PI * (cycles - math.floor(cycles))
+            zr = math.cos(angle)
+            zi = math.sin(angle)
+            wr = math.cos(_TWO_PI * turn)
+            wi = math.sin(_TWO_PI * turn)
+        whole = math.floor(position)
+        row = math.floor((position - whole) * phases + 0.5)
+        if row == phases:
+            whole += 1
+            row = 0
+        index = int(whole - base)
+        acc_r = 0.0
+        acc_i = 0.0
+        if index - half + 1 >= 0 and index + half < size:
+            first = index - half + 1
+            for m in range(2 * half):
+                w = table[row, m]
+                acc_r += w * pairs[2 * (first + m)]
+                acc_i += w * pairs[2 * (first + m) + 1]
+        else:
+            for m in range(-half + 1, half + 1):
+                i = index + m
+                if 0 <= i < size:
+                    w = table[row, m + half - 1]
+                    acc_r += w * tx[i].real
+                    acc_i += w * tx[i].imag
+        out[k] = complex(acc_r * zr - acc_i * zi, acc_r * zi + acc_i * zr)
+        position += step
+        zr, zi = zr * wr - zi * wi, zr * wi + zi * wr
+
+
 # --------------------------------------------------------------------------- loop kernel
 # Loop state, one float64 array carried from block to block (indices):
 _AGC_POWER: Final = 0  # AGC's power estimate of the filtered samples
@@ -584,7 +871,9 @@ _TIMING_LOCK: Final = 18  # mean (|on-time|^2 - |midpoint|^2) / (sum)
 _TIMING_ERROR: Final = 19  # mean timing error, symbol periods
 _CLOCK: Final = 20  # slow mean of the timing integrator (the clock offset statistic)
 _HIST: Final = 21  # four filtered samples, re/im interleaved: x(m-1), x(m), x(m+1), x(m+2)
-_STATE_SIZE: Final = _HIST + 8
+_HANDOVER_WAIT: Final = 29  # samples until a frequency handover reaches the loop (0: none)
+_HANDOVER_OMEGA: Final = 30  # what the handover then takes off the loop's frequency, rad/symbol
+_STATE_SIZE: Final = 31
 
 # Parameters, one float64 array:
 _P_HALF: Final = 0  # nominal half symbol period, sps / 2 samples
@@ -661,11 +950,20 @@ def _demodulate_py(x: C64, state: F64, params: F64, out: C64) -> int:
     h2i = state[_HIST + 5]
     h3r = state[_HIST + 6]
     h3i = state[_HIST + 7]
+    handover_wait = state[_HANDOVER_WAIT]
+    handover_omega = state[_HANDOVER_OMEGA]
 
     nout = 0
     for n in range(x.shape[0]):
         xr = float(x[n].real)
         xi = float(x[n].imag)
+        # A frequency handed over to the sample-rate NCO reaches the loops once the
+        # samples it turned have come through the matched filter and the interpolator.
+        if handover_wait > 0.0:
+            handover_wait -= 1.0
+            if handover_wait <= 0.0:
+                omega -= handover_omega
+                handover_omega = 0.0
         # AGC: mean power of the nonzero samples, each limited to 4 times the estimate
         # (a step up of 20 dB is still followed within a few AGC time constants).
         p = xr * xr + xi * xi
@@ -833,10 +1131,58 @@ def _demodulate_py(x: C64, state: F64, params: F64, out: C64) -> int:
     state[_HIST + 5] = h2i
     state[_HIST + 6] = h3r
     state[_HIST + 7] = h3i
+    state[_HANDOVER_WAIT] = handover_wait
+    state[_HANDOVER_OMEGA] = handover_omega
     return nout
 
 
+# The sample-rate NCO ahead of the matched filter (the coarse carrier correction), one
+# float64 array carried from block to block:
+_NCO_PHASE: Final = 0  # phase at the next sample, cycles in [-1/2, 1/2)
+_NCO_FREQUENCY: Final = 1  # cycles per sample
+_NCO_RE: Final = 2  # phasor exp(-2 pi j phase) at the next sample
+_NCO_IM: Final = 3
+_NCO_RUN: Final = 4  # samples since the phasor was last computed from the phase
+_NCO_SIZE: Final = 5
+#: The NCO's phasor runs by complex multiplication and is recomputed from the phase
+#: every _NCO_EXACT samples (its rounding error stays near 1e-14).
+_NCO_EXACT: Final = 64
+
+
+def _mix_py(x: C64, nco: F64, out: C64) -> None:
+    """``out = x exp(-2 pi j phase(n))``, the phase advancing by the NCO's frequency
+    per sample; ``nco`` is carried over, so any chunking gives identical output."""
+    phase = nco[_NCO_PHASE]
+    frequency = nco[_NCO_FREQUENCY]
+    zr = nco[_NCO_RE]
+    zi = nco[_NCO_IM]
+    run = int(nco[_NCO_RUN])
+    wr = math.cos(_TWO_PI * frequency)
+    wi = -math.sin(_TWO_PI * frequency)
+    for n in range(x.shape[0]):
+        if run == 0:
+            zr = math.cos(_TWO_PI * phase)
+            zi = -math.sin(_TWO_PI * phase)
+        xr = float(x[n].real)
+        xi = float(x[n].imag)
+        out[n] = complex(xr * zr - xi * zi, xr * zi + xi * zr)
+        zr, zi = zr * wr - zi * wi, zr * wi + zi * wr
+        phase += frequency
+        if phase >= 0.5:
+            phase -= 1.0
+        elif phase < -0.5:
+            phase += 1.0
+        run += 1
+        if run == _NCO_EXACT:
+            run = 0
+    nco[_NCO_PHASE] = phase
+    nco[_NCO_RE] = zr
+    nco[_NCO_IM] = zi
+    nco[_NCO_RUN] = float(run)
+
+
 _Kernel = Callable[[C64, F64, F64, C64], int]
+_Mixer = Callable[[C64, F64, C64], None]
 
 
 def _jit(function: Callable[..., object]) -> Callable[..., object]:
@@ -850,8 +1196,21 @@ def _jit(function: Callable[..., object]) -> Callable[..., object]:
 
 if NUMBA_AVAILABLE:
     _demodulate_numba: _Kernel | None = cast(_Kernel, _jit(_demodulate_py))
+    _mix_numba: _Mixer | None = cast(_Mixer, _jit(_mix_py))
 else:  # pragma: no cover - exercised only where numba is missing
     _demodulate_numba = None
+    _mix_numba = None
+
+
+_ChannelKernel = Callable[..., None]
+
+
+@cache
+def _channel_kernel() -> _ChannelKernel:
+    """The pass channel's loop, compiled on first use where numba imports."""
+    if NUMBA_AVAILABLE:
+        return cast(_ChannelKernel, _jit(_channel_py))
+    return _channel_py  # pragma: no cover - exercised only where numba is missing
 
 
 @cache
@@ -859,24 +1218,143 @@ def _warn_python_fallback() -> None:
     logger.warning("numba is not available: the demodulator runs its slow Python loop")
 
 
-def _kernel(backend: Backend) -> _Kernel:
+def _kernel(backend: Backend) -> tuple[_Kernel, _Mixer]:
     if backend not in get_args(Backend):
         raise LocalProtocolError(
             f"backend {backend!r} is not one of {', '.join(get_args(Backend))}"
         )
     if backend == "python":
-        return _demodulate_py
-    if _demodulate_numba is not None:
-        return _demodulate_numba
+        return _demodulate_py, _mix_py
+    if _demodulate_numba is not None and _mix_numba is not None:
+        return _demodulate_numba, _mix_numba
     if backend == "numba":
         raise LocalProtocolError("backend 'numba' asked for, but numba is not importable")
     _warn_python_fallback()
-    return _demodulate_py
+    return _demodulate_py, _mix_py
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's cache) the loop kernel now, not on first use."""
+    """Compile (or load from numba's cache) the loop kernel and the NCO now, not on
+    first use."""
     Demodulator().process(np.zeros(64, np.complex64))
+
+
+# --------------------------------------------------------------------------- coarse carrier
+
+
+@dataclass(frozen=True, slots=True)
+class CoarseEstimate:
+    """What :func:`coarse_frequency` found in a spectrum of the M-th power."""
+
+    #: Carrier frequency, cycles per sample (the peak's over M).
+    frequency: float
+    #: The peak's power over the mean power of the bins searched.
+    ratio: float
+    #: The ratio that noise alone passes with the false-alarm probability asked for.
+    threshold: float
+
+    @property
+    def detected(self) -> bool:
+        return self.ratio > self.threshold
+
+
+def mth_power_spectrum(samples: npt.ArrayLike, *, order: int, band: float) -> F64:
+    """Power spectrum (``numpy.fft`` bin order) of the ``order``-th power of the
+    samples, after an ideal low-pass of half-width ``band`` cycles per sample.
+
+    Raising M-PSK to the M-th power strips the modulation (M theta_k is a multiple of
+    2 pi), which leaves a line at M times the carrier offset (Rice, *Digital
+    Communications*, 7.5; the open-loop "M-th power" frequency estimator of U.
+    Mengali and A. N. D'Andrea, *Synchronization Techniques for Digital Receivers*,
+    1997, 3.4).  The low-pass (bins beyond ``band`` zeroed, circularly) keeps the
+    noise outside the signal's band out of the power, which would otherwise swamp
+    the fourth power at 4 samples per symbol.
+    """
+    block = np.asarray(samples, dtype=np.complex128)
+    if block.ndim != 1 or block.size < 2:
+        raise LocalProtocolError(f"need a 1-D block of at least 2 samples, got shape {block.shape}")
+    if order not in (1, 2, 4, 8):
+        raise LocalProtocolError(f"order {order} is not 1, 2, 4 or 8")
+    if not 0.0 < band <= 0.5:
+        raise LocalProtocolError(f"band {band} is outside (0, 0.5] cycles per sample")
+    spectrum = np.fft.fft(block)
+    spectrum[np.abs(np.fft.fftfreq(block.size)) > band] = 0.0
+    powered = np.fft.ifft(spectrum) ** order
+    transformed = np.fft.fft(powered)
+    power: F64 = transformed.real**2 + transformed.imag**2
+    return power
+
+
+@cache
+def detection_threshold(blocks: int, bins: int, false_alarm: float) -> float:
+    """The peak-to-mean ratio that noise alone exceeds with probability ``false_alarm``
+    in a spectrum averaged over ``blocks`` blocks and searched over ``bins`` bins.
+
+    A noise bin's power over its mean is exponential, the mean of ``blocks`` of them
+    Gamma(B, 1/B): P(> t) = exp(-B t) sum_{k<B} (B t)^k / k!, the union bound over the
+    bins; solved for t by bisection."""
+    if blocks < 1 or bins < 1 or not 0.0 < false_alarm < 1.0:
+        raise LocalProtocolError(
+            f"blocks {blocks}, bins {bins}, false_alarm {false_alarm}: need >= 1, >= 1, (0, 1)"
+        )
+
+    def tail(t: float) -> float:
+        x = blocks * t
+        term = total = 1.0
+        for k in range(1, blocks):
+            term *= x / k
+            total += term
+        return bins * math.exp(-x) * total
+
+    low, high = 0.0, 1.0
+    while tail(high) > false_alarm:
+        high *= 2.0
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if tail(middle) > false_alarm:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def coarse_frequency(
+    power: npt.ArrayLike,
+    *,
+    order: int,
+    span: float,
+    blocks: int = 1,
+    false_alarm: float = 1e-6,
+) -> CoarseEstimate:
+    """The carrier offset in a spectrum of :func:`mth_power_spectrum` (or a sum of
+    ``blocks`` of them): the strongest bin within ``+-span`` cycles per sample of
+    carrier (``+-order * span`` in the spectrum, which must stay below 1/2: beyond,
+    the M-th power aliases), refined by a parabola through it and its neighbours'
+    amplitudes, divided by ``order``."""
+    values = np.asarray(power, dtype=np.float64)
+    size = values.size
+    if values.ndim != 1 or size < 4:
+        raise LocalProtocolError(
+            f"need a 1-D spectrum of at least 4 bins, got shape {values.shape}"
+        )
+    if not 0.0 < order * span < 0.5:
+        raise LocalProtocolError(
+            f"span {span} cycles/sample at order {order} is outside (0, 1/(2 order)):"
+            " the M-th power would alias"
+        )
+    frequencies = np.fft.fftfreq(size)
+    searched = np.flatnonzero(np.abs(frequencies) <= order * span)
+    if searched.size < 3:
+        raise LocalProtocolError(f"span {span} covers fewer than 3 of {size} bins")
+    peak = int(searched[np.argmax(values[searched])])
+    mean = float(np.mean(values[searched]))
+    ratio = float(values[peak]) / mean if mean > 0.0 else 0.0
+    left, middle, right = np.sqrt(values[[(peak - 1) % size, peak, (peak + 1) % size]])
+    curvature = left - 2.0 * middle + right
+    delta = 0.5 * (left - right) / curvature if curvature < 0.0 else 0.0
+    frequency = (float(frequencies[peak]) + float(delta) / size) / order
+    threshold = detection_threshold(blocks, int(searched.size), false_alarm)
+    return CoarseEstimate(frequency, ratio, threshold)
 
 
 # --------------------------------------------------------------------------- demodulator
@@ -926,6 +1404,26 @@ class LoopConfig:
     #: below it).  Locked, about 0.08 to 0.15 at Es/N0 3 to 6 dB, 0.35 without noise;
     #: unlocked, 0 +- 0.03.
     timing_lock_threshold: float = 0.05
+    #: Coarse carrier acquisition (:func:`coarse_frequency`): the largest carrier
+    #: offset searched, cycles per symbol, by the spectrum of the M-th power of the
+    #: samples; 0 turns it off (the loops alone, within ``max_frequency``).  None:
+    #: 0.25 (an S-band LEO pass peaks at 55 kHz, 0.215 of 256 kbaud), less where that
+    #: would be ambiguous at this ``sps``: at most 0.9 * sps / (2 M).
+    coarse_range: float | None = None
+    #: Symbols per coarse block (times ``sps``: samples): the FFT length of the
+    #: estimator and the period at which the loops' frequency is handed over to the
+    #: sample-rate NCO.  2048: the blind acquisition is over within the 1024 idle
+    #: symbols and 1024 lead bits that ``IqTransmitter`` sends before the first CADU.
+    coarse_symbols: int = 2048
+    #: Blocks whose spectra the estimator averages, at most, before it starts over.
+    coarse_blocks: int = 8
+    #: While unlocked, the demodulator is retuned to a detected coarse estimate that
+    #: differs from its own by more than this, cycles per symbol (closer ones are
+    #: left to the FLL).
+    retune_threshold: float = 0.01
+    #: Probability that noise alone passes the coarse estimator's detection test,
+    #: per test (one per block while unlocked).
+    coarse_false_alarm: float = 1e-6
 
     def __post_init__(self) -> None:
         for name in (
@@ -952,6 +1450,29 @@ class LoopConfig:
         if not 0.0 < self.max_clock_offset <= 0.05:
             raise LocalProtocolError(
                 f"max_clock_offset {self.max_clock_offset} is outside (0, 0.05]"
+            )
+        if self.coarse_range is not None and not 0.0 <= self.coarse_range <= 1.0:
+            raise LocalProtocolError(f"coarse_range {self.coarse_range} is outside [0, 1]")
+        symbols = self.coarse_symbols
+        if (
+            isinstance(symbols, bool)
+            or not isinstance(symbols, int)
+            or not 128 <= symbols <= 1 << 18
+            or symbols % _NCO_EXACT
+        ):
+            raise LocalProtocolError(
+                f"coarse_symbols {symbols!r} is not a multiple of {_NCO_EXACT} in [128, 2^18]"
+            )
+        blocks = self.coarse_blocks
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= 64:
+            raise LocalProtocolError(f"coarse_blocks {blocks!r} is not an integer in [1, 64]")
+        if not 0.0 <= self.retune_threshold <= 0.5:
+            raise LocalProtocolError(
+                f"retune_threshold {self.retune_threshold} is outside [0, 0.5]"
+            )
+        if not 0.0 < self.coarse_false_alarm < 0.5:
+            raise LocalProtocolError(
+                f"coarse_false_alarm {self.coarse_false_alarm} is outside (0, 0.5)"
             )
 
 
@@ -984,6 +1505,11 @@ class DemodulatorStats:
     locked: bool
     #: Es/N0 estimate (M2M4), dB; per complex symbol.
     es_n0_db: float
+    #: The sample-rate NCO's frequency (coarse estimate and handovers), cycles per
+    #: sample; part of ``frequency_offset``.
+    nco_frequency: float = 0.0
+    #: Times the coarse estimator retuned the NCO (acquisitions, re-acquisitions).
+    retunes: int = 0
 
 
 class Demodulator:
@@ -999,15 +1525,27 @@ class Demodulator:
     """
 
     __slots__ = (
+        "_band",
+        "_blocks",
+        "_coarse_span",
+        "_fill",
+        "_handover_delay",
         "_history",
         "_invalid",
         "_kernel",
+        "_mixer",
+        "_nco",
+        "_order",
         "_params",
+        "_raw",
+        "_retunes",
         "_samples",
+        "_spectrum",
         "_state",
         "_symbols",
         "_taps",
         "carrier_lock_threshold",
+        "coarse_range",
         "loops",
         "sample_rate",
         "shape",
@@ -1029,7 +1567,7 @@ class Demodulator:
         if sample_rate is not None and not sample_rate > 0:
             raise LocalProtocolError(f"sample_rate {sample_rate} is not positive")
         self.sample_rate = sample_rate
-        self._kernel = _kernel(backend)
+        self._kernel, self._mixer = _kernel(backend)
         threshold = self.loops.carrier_lock_threshold
         if threshold is None:
             threshold = 0.1 if self.shape.modulation == "qpsk" else 0.2
@@ -1069,6 +1607,36 @@ class Demodulator:
         self._samples = 0
         self._symbols = 0
         self._invalid = 0
+        # Coarse acquisition: the M-th power spectrum of each block of coarse_samples
+        # raw samples (averaged while unlocked), and the NCO that takes the bulk of
+        # the carrier offset off the samples before the matched filter.
+        order = 4 if qpsk else 2
+        self._order = order
+        unambiguous = 0.9 * sps / (2.0 * order)  # cycles per symbol
+        coarse = loops_.coarse_range
+        if coarse is None:
+            coarse = min(0.25, unambiguous)
+        elif coarse > unambiguous:
+            raise LocalProtocolError(
+                f"coarse_range {coarse} cycles/symbol is beyond the {unambiguous:.3f} that"
+                f" the {order}th power leaves unambiguous at sps {sps}"
+            )
+        self.coarse_range: float = coarse
+        self._coarse_span = coarse / sps  # cycles per sample
+        # the signal's band: the pulse's (1 + rolloff) / 2 around an offset of at most
+        # the range, cycles per sample
+        self._band = min(0.5, (coarse + (1.0 + self.shape.rolloff) / 2.0) / sps)
+        self._raw = np.zeros(loops_.coarse_symbols * sps if coarse > 0 else 0, np.complex64)
+        self._fill = 0
+        self._spectrum: F64 | None = None
+        self._blocks = 0
+        self._retunes = 0
+        self._nco = np.zeros(_NCO_SIZE)
+        self._nco[_NCO_RE] = 1.0
+        # a handover reaches the loops when its first sample is at the centre of the
+        # matched filter and the interpolator has it (the loops would otherwise take
+        # the frequency off some symbols twice)
+        self._handover_delay = float(span * sps // 2 + 2)
 
     def process(self, samples: npt.ArrayLike) -> F32 | C64:
         """Soft symbols of these samples (and of those held from earlier calls)."""
@@ -1089,17 +1657,95 @@ class Demodulator:
         qpsk = self.shape.modulation == "qpsk"
         if block.size == 0:
             return np.zeros(0, np.complex64) if qpsk else np.zeros(0, np.float32)
-        filtered = self._matched_filter(block)
-        # at most one symbol per sps (1 - _MAX_STEP) samples, and one pending
-        bound = int(block.size / (self.shape.sps * (1.0 - _MAX_STEP))) + 2
+        # at most one symbol per sps (1 - _MAX_STEP) samples, and one pending per segment
+        segments = 1 + (block.size // self._raw.size if self._raw.size else 0)
+        bound = int(block.size / (self.shape.sps * (1.0 - _MAX_STEP))) + 2 * segments + 2
         out = np.empty(bound, np.complex64)
-        count = int(self._kernel(filtered, self._state, self._params, out))
+        count = 0
+        if not self._raw.size:  # no coarse acquisition: the loops alone
+            filtered = self._matched_filter(block)
+            count = int(self._kernel(filtered, self._state, self._params, out))
+        else:
+            # Segments end where coarse blocks end (counted from the first sample),
+            # so that a retune or handover happens at the same sample whatever the
+            # chunking.
+            start = 0
+            mixed = np.empty(block.size, np.complex64)
+            while start < block.size:
+                stop = min(block.size, start + self._raw.size - self._fill)
+                segment = block[start:stop]
+                self._raw[self._fill : self._fill + segment.size] = segment
+                self._fill += segment.size
+                self._mixer(segment, self._nco, mixed[start:stop])
+                filtered = self._matched_filter(mixed[start:stop])
+                count += int(self._kernel(filtered, self._state, self._params, out[count:]))
+                if self._fill == self._raw.size:
+                    self._fill = 0
+                    self._end_of_block()
+                start = stop
         self._symbols += count
         if qpsk:
             soft_c: C64 = out[:count].copy()
             return soft_c
         soft: F32 = out[:count].real.copy()
         return soft
+
+    def _symbol_period(self) -> float:
+        """Samples per symbol, as the timing loop has it."""
+        return self.shape.sps * (1.0 - float(self._state[_TIMING_INT]))
+
+    def _end_of_block(self) -> None:
+        """At the end of each coarse block: locked, hand the loops' frequency over to
+        the NCO (so that the matched filter sees the carrier centred however far a
+        pass's Doppler ramp takes it); unlocked, add the block's M-th power spectrum
+        to the average and retune the NCO to a detected peak that the FLL would not
+        reach."""
+        state = self._state
+        period = self._symbol_period()
+        if state[_CARRIER_LOCK] > self.carrier_lock_threshold:
+            self._spectrum = None
+            self._blocks = 0
+            omega = float(state[_OMEGA] - state[_HANDOVER_OMEGA])  # not yet handed over
+            frequency = self._nco[_NCO_FREQUENCY] + omega / (_TWO_PI * period)
+            limit = self._coarse_span + self.loops.max_frequency / self.shape.sps
+            frequency = min(max(frequency, -limit), limit)
+            handed = (frequency - self._nco[_NCO_FREQUENCY]) * _TWO_PI * period
+            self._nco[_NCO_FREQUENCY] = frequency
+            state[_HANDOVER_OMEGA] += handed
+            state[_HANDOVER_WAIT] = self._handover_delay
+            return
+        power = mth_power_spectrum(self._raw, order=self._order, band=self._band)
+        self._spectrum = power if self._spectrum is None else self._spectrum + power
+        self._blocks += 1
+        estimate = coarse_frequency(
+            self._spectrum,
+            order=self._order,
+            span=self._coarse_span,
+            blocks=self._blocks,
+            false_alarm=self.loops.coarse_false_alarm,
+        )
+        if estimate.detected:
+            own = self._nco[_NCO_FREQUENCY] + float(state[_OMEGA] - state[_HANDOVER_OMEGA]) / (
+                _TWO_PI * period
+            )
+            if abs(estimate.frequency - own) * self.shape.sps > self.loops.retune_threshold:
+                logger.debug(
+                    "coarse retune: %.6f -> %.6f cycles/sample (peak %.0f, threshold %.0f)",
+                    own,
+                    estimate.frequency,
+                    estimate.ratio,
+                    estimate.threshold,
+                )
+                self._nco[_NCO_FREQUENCY] = estimate.frequency
+                state[_OMEGA] = 0.0
+                state[_HANDOVER_OMEGA] = 0.0
+                state[_HANDOVER_WAIT] = 0.0
+                state[_POW_RE] = 0.0
+                state[_POW_IM] = 0.0
+                self._retunes += 1
+        if estimate.detected or self._blocks >= self.loops.coarse_blocks:
+            self._spectrum = None
+            self._blocks = 0
 
     def flush(self) -> F32 | C64:
         """End of stream: the soft symbols still held in the matched filter and the
@@ -1142,8 +1788,9 @@ class Demodulator:
         state = self._state
         sps = self.shape.sps
         rate = 1.0 / (1.0 - float(state[_CLOCK]))  # symbol rate, relative to nominal
-        per_symbol = float(state[_OMEGA]) / _TWO_PI
-        per_sample = per_symbol * rate / sps
+        nco = float(self._nco[_NCO_FREQUENCY])
+        per_sample = float(state[_OMEGA] - state[_HANDOVER_OMEGA]) / _TWO_PI * rate / sps + nco
+        per_symbol = per_sample * sps / rate
         m2 = float(state[_M2])
         m4 = float(state[_M4])
         signal = math.sqrt(max(2.0 * m2 * m2 - m4, 0.0))
@@ -1170,4 +1817,6 @@ class Demodulator:
             locked=carrier_lock > self.carrier_lock_threshold
             and timing_lock > self.loops.timing_lock_threshold,
             es_n0_db=es_n0_db,
+            nco_frequency=nco,
+            retunes=self._retunes,
         )

@@ -116,7 +116,9 @@ DEFAULT_HISTORY_CADUS: Final = 32
 DEFAULT_RAMP_SYMBOLS: Final = 1024
 #: Bits of the CCSDS pseudo-random sequence sent through the encoder before the first
 #: CADU, so that the receiver's Viterbi decoders meet a valid code sequence (not the
-#: uncoded ramp) before the first ASM.
+#: uncoded ramp) before the first ASM; per bit of a symbol, so that QPSK's lead lasts
+#: as long as BPSK's and the first ASM comes after the blind carrier search's first
+#: block (with half the symbols QPSK lost its first CADU now and then).
 DEFAULT_LEAD_BITS: Final = 1024
 #: Zero bits sent through the encoder after the last CADU (about 2.5 times the rate
 #: 1/2 Viterbi traceback).
@@ -184,7 +186,7 @@ class IqTransmitter:
         span: int = 8,
         ramp_symbols: int = DEFAULT_RAMP_SYMBOLS,
         ramp_rng: np.random.Generator | None = None,
-        lead_bits: int = DEFAULT_LEAD_BITS,
+        lead_bits: int | None = None,
         tail_bits: int = DEFAULT_TAIL_BITS,
     ) -> None:
         self.coding = coding
@@ -193,6 +195,8 @@ class IqTransmitter:
             modulation, sps, rolloff, span=span, ramp_symbols=ramp_symbols, ramp_rng=ramp_rng
         )
         self.modulation: Modulation = self._modulator.shape.modulation
+        if lead_bits is None:
+            lead_bits = DEFAULT_LEAD_BITS * BITS_PER_SYMBOL[self.modulation]
         for name, value in (("lead_bits", lead_bits), ("tail_bits", tail_bits)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise LocalProtocolError(f"{name} must be an integer >= 0, got {value!r}")

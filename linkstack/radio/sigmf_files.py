@@ -157,22 +157,25 @@ def write_recording(
     """Write ``<base>.sigmf-data`` and ``<base>.sigmf-meta``.
 
     ``samples`` is one 1-D array or an iterable of 1-D arrays (chunks, written as they
-    come), full scale 1.0.  ``path_base`` may also end in ``.sigmf-meta`` or
-    ``.sigmf-data``.  Refuses (:class:`RecordingExists`) to replace either file unless
-    ``force``; refuses an empty recording and annotations past the last sample, and
-    then leaves no file behind.
+    come), full scale 1.0.  ``annotations`` are read once the samples are written, so
+    that a generator of chunks may add to a list passed here as it goes (a streamed
+    transmission learns where its CADUs land as it makes them).  ``path_base`` may
+    also end in ``.sigmf-meta`` or ``.sigmf-data``.  Refuses (:class:`RecordingExists`)
+    to replace either file unless ``force``; refuses an empty recording and
+    annotations past the last sample, and then leaves no file behind.
     """
     names = get_sigmf_filenames(path_base)
     meta_path, data_path = Path(names["meta_fn"]), Path(names["data_fn"])
-    notes = tuple(annotations)
-    handle = SigMFFile(metadata=to_sigmf(meta, notes))
-    _validate(handle, meta_path.name)
+    _validate(SigMFFile(metadata=to_sigmf(meta)), meta_path.name)  # before any data
     if not force:
         for path in (meta_path, data_path):
             if path.exists():
                 raise RecordingExists(str(path), "already exists; pass force=True to replace it")
     written = _write_data(data_path, samples, meta.datatype, force=force)
     try:
+        notes = tuple(annotations)
+        handle = SigMFFile(metadata=to_sigmf(meta, notes))
+        _validate(handle, meta_path.name)
         if written.sample_count == 0:
             raise EmptyRecording("samples", "no samples to write: a recording needs at least one")
         check_annotations(notes, written.sample_count)

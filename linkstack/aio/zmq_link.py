@@ -192,11 +192,14 @@ class IqCaduModulator:
     def modulate(self, cadu: bytes) -> C64:
         """The samples of the next CADU (the ramp and the lead first, on the first call;
         the filter's last samples come with the next call)."""
-        bits = [self._encoder.encode(unpack_bits(cadu))]
+        bits = []
         if not self._started:
             self._started = True
             lead = unpack_bits(pseudo_random_sequence(-(-LEAD_BITS // 8)))[:LEAD_BITS]
-            bits.insert(0, self._encoder.encode(lead))
+            # The lead goes through the encoder first: one unbroken code sequence, so
+            # the first CADU decodes as cleanly as the rest.
+            bits.append(self._encoder.encode(lead))
+        bits.append(self._encoder.encode(unpack_bits(cadu)))
         return self._modulator.process(np.concatenate(bits))
 
 

@@ -10,6 +10,13 @@ downlink path, each with noise, a carrier and a clock offset (the downlink at
 ``--ebn0`` dB, 6 by default; the uplink at :data:`UPLINK_EBN0_DB`).  The simulated
 channel's options (``--profile`` figures, ``--ber``, ``--burst``...) do not apply.
 
+``--keys FILE`` protects both directions with SDLS as the plain demo does (the same
+key file, each side's counters next to it, saved at the end; ``security`` in the
+record).  ``--capture`` is refused: a capture describes the simulated link it was made
+on (``loopback:PROFILE`` and its channel settings), and there is no such description
+of the flowgraph's channel yet.  ``--rekey-at`` is refused too: it needs a second TC
+VC and keys made for the run, which this path does not set up.
+
 GNU Radio missing, or the example not there: one line, exit 1, before the model loads.
 The flowgraph is stopped (SIGTERM) when the answer is in, on success and on failure.
 """
@@ -33,6 +40,7 @@ from linkstack.console.options import wire_params
 
 if TYPE_CHECKING:
     from linkstack.cli.main import Streams
+    from linkstack.sdls.keystore import RoleSecurity
 
 #: The interpreter with GNU Radio, unless LINKSTACK_GNURADIO_PYTHON names another.
 SYSTEM_PYTHON: Final = "/usr/bin/python3"
@@ -54,7 +62,6 @@ SIMULATED_OPTIONS: Final = {
     "duplicate": "--duplicate",
     "reorder": "--reorder",
     "slips": "--slips",
-    "rekey_at": "--rekey-at",
 }
 
 
@@ -63,9 +70,13 @@ def check_options(args: argparse.Namespace) -> None:
     for name, option in SIMULATED_OPTIONS.items():
         if getattr(args, name, None):
             raise UsageError(f"{option} is a simulated channel's option: not with --via-gnuradio")
-    for name in ("capture", "keys"):
-        if getattr(args, name, None) is not None:
-            raise UsageError(f"--{name} is not supported with --via-gnuradio (yet)")
+    if getattr(args, "capture", None) is not None:
+        raise UsageError(
+            "--capture is not supported with --via-gnuradio (yet): a capture describes a"
+            " simulated link"
+        )
+    if getattr(args, "rekey_at", None) is not None:
+        raise UsageError("--rekey-at is not supported with --via-gnuradio (yet)")
     if getattr(args, "outage", None):
         raise UsageError("--outage is a simulated channel's option: not with --via-gnuradio")
     if getattr(args, "coding", "none") not in ("none", "conv"):
@@ -111,8 +122,16 @@ def _free_endpoint() -> str:
 def run(args: argparse.Namespace, io: Streams) -> int:
     """``linkstack demo --via-gnuradio``."""
     check_options(args)
-    python = gnuradio_python()
     params = wire_params(args)
+    keys: tuple[RoleSecurity, RoleSecurity] | None = None
+    if args.keys is not None:  # as the plain demo: a bad key file is refused first
+        from linkstack.sdls.keystore import link_security
+
+        keys = (
+            link_security(args.keys, role="ground"),
+            link_security(args.keys, role="spacecraft"),
+        )
+    python = gnuradio_python()
     from onboard.model import load_model
 
     if not args.json:
@@ -124,9 +143,18 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     live = LiveLine(None if args.json else io.stdout)
     record = asyncio.run(
         _run(
-            args, io, python=python, handle=handle, prompt_ids=prompt_ids, params=params, live=live
+            args,
+            io,
+            python=python,
+            handle=handle,
+            prompt_ids=prompt_ids,
+            params=params,
+            live=live,
+            keys=keys,
         )
     )
+    for side in keys or ():
+        side.save_receive_state()
     if args.json:
         io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     io.stdout.flush()
@@ -148,17 +176,23 @@ async def _run(
     prompt_ids: tuple[int, ...],
     params: Any,
     live: LiveLine,
+    keys: tuple[RoleSecurity, RoleSecurity] | None = None,
 ) -> dict[str, Any]:
     from groundstation.records import answer_record, answer_summary
     from groundstation.session import await_answer
     from groundstation.station import GroundStation
     from linkstack.aio.zmq_link import ZmqLink, open_zmq
+    from linkstack.sdls.keystore import security_record
     from onboard.service import OnboardService
 
     ebn0 = DEFAULT_EBN0_DB if args.ebn0 is None else args.ebn0
     made: dict[int, tuple[int, ...]] = {}
-    station = GroundStation(handle.tokenizer)
-    service = OnboardService.for_model(handle, on_generated=made.__setitem__)
+    station = GroundStation(handle.tokenizer, security=None if keys is None else keys[0].security)
+    service = OnboardService.for_model(
+        handle,
+        on_generated=made.__setitem__,
+        security=None if keys is None else keys[1].security,
+    )
     down_out, up_out = _free_endpoint(), _free_endpoint()
     any_port = "tcp://127.0.0.1:*"
     spacecraft: ZmqLink = await open_zmq(
@@ -221,6 +255,11 @@ async def _run(
         "tc_corrected_bits": service.endpoint.counters.tc_corrected_bits,
         "cadus_sent": service.endpoint.counters.cadus_sent,
     }
+    # SDLS refusals at both ends, summed and per side, as the plain demo reports them.
+    ground_drops, spacecraft_drops = station.endpoint.drops, service.endpoint.drops
+    record["security"] = security_record(keys is not None, ground_drops, spacecraft_drops)
+    record["security"]["ground"] = security_record(keys is not None, ground_drops)
+    record["security"]["spacecraft"] = security_record(keys is not None, spacecraft_drops)
     record["gnuradio"] = {
         "downlink_ebn0_db": ebn0,
         "uplink_ebn0_db": UPLINK_EBN0_DB,

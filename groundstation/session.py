@@ -12,6 +12,11 @@ that does not work.
   the cause is one that waiting cannot cure.
 
 Used by ``groundstation ask`` and ``linkstack demo``.
+
+:func:`station_link` is how a program builds its ground station's link from a key
+file: with a management SA in it, APID KEY_MANAGEMENT goes up on that SA's VC under
+that SA, so that the ground can send Set ARSN (CCSDS 355.1-B-1) when a long loss has
+carried it past the spacecraft's window.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from groundstation.diagnosis import Diagnosis
 from groundstation.station import Answer, RequestHandle
+from linkstack.endpoints import LinkConfig, route_key_management
 from linkstack.errors import LinkError
+
+if TYPE_CHECKING:
+    from linkstack.sdls import LinkSecurity
+    from linkstack.sdls.keystore import RoleSecurity
 
 #: Seconds to wait for the spacecraft to confirm a Cancel after an interruption.
 CANCEL_WAIT_S: Final = 3.0
@@ -51,6 +61,33 @@ class Outcome:
     diagnosis: Diagnosis | None = None
     #: Whether the spacecraft confirmed the Cancel (finish reason "cancelled").
     cancel_confirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StationLink:
+    """What a ground station's endpoint is built from: ``GroundStation(tokenizer,
+    config=..., security=..., vc_security=...)``."""
+
+    config: LinkConfig
+    #: SDLS of the requests' VC; None in the clear.
+    security: LinkSecurity | None
+    #: SDLS of the other TC VCs (the management SA's); None when there are none.
+    vc_security: Mapping[int, LinkSecurity] | None
+
+
+def station_link(keys: RoleSecurity | None, config: LinkConfig | None = None) -> StationLink:
+    """The ground's link for the key file ``keys`` (``link_security(..., role="ground")``):
+    ``config`` (default :class:`LinkConfig`) with key management routed to the
+    management SA's VC when the file has one (the spacecraft does the same with the
+    same file), and that SA sending there."""
+    config = config or LinkConfig()
+    if keys is None:
+        return StationLink(config, None, None)
+    return StationLink(
+        route_key_management(config, keys.management_sa),
+        keys.security,
+        keys.vc_security or None,
+    )
 
 
 @contextlib.contextmanager
@@ -133,4 +170,11 @@ async def await_answer(
             await asyncio.gather(waiting, stopping, return_exceptions=True)
 
 
-__all__ = ["CANCEL_WAIT_S", "CHECK_INTERVAL_S", "Outcome", "await_answer"]
+__all__ = [
+    "CANCEL_WAIT_S",
+    "CHECK_INTERVAL_S",
+    "Outcome",
+    "StationLink",
+    "await_answer",
+    "station_link",
+]

@@ -33,7 +33,10 @@ is dropped and none executed twice across a loss of signal of any length, and th
 ground stays silent through it instead of retransmitting blindly
 (docs/interop_yamcs.md has the figures).  With ``fop_timeout_type=ALERT``
 (Timeout_Type 0) FOP-1 instead alerts at the limit (the command is then reported
-lost, never silently) and is initiated again with Set V(R).
+lost, never silently) and is initiated again with Set V(R).  An Alert [T1] (the
+limit reached with no CLCW answering; also where Timeout_Type 1 cannot suspend, in
+S5 while a Set V(R) is outstanding) is initiated again only once a CLCW of its VC is
+heard, not blindly into the silence.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ from linkstack.errors import (
 from linkstack.inference.protocol import Apid, Message, decode_message, encode_message
 from linkstack.packets.space_packet import IDLE_APID, PacketSequencer, PacketType, SpacePacket
 from linkstack.sdls import (
+    SPI_LENGTH,
     ArsnRead,
+    ArsnReplyPdu,
+    ArsnReported,
     ArsnSet,
     KeyActivationPdu,
     KeyManagementError,
@@ -76,15 +82,18 @@ from linkstack.sdls import (
     KeyState,
     Link,
     LinkSecurity,
+    ReadArsnPdu,
     SaTable,
     SecurityAssociation,
     TxCounter,
     build_otar,
+    decode_ep_pdu,
     master_counter_label,
 )
 from linkstack.tc.clcw import Clcw
 from linkstack.tc.cop1 import (
     Alert,
+    AlertCode,
     FarmConfig,
     FarmEngine,
     FopConfig,
@@ -95,6 +104,7 @@ from linkstack.tc.cop1 import (
 from linkstack.tc.frame import (
     MAX_MAP_ID,
     FrameType,
+    SequenceFlags,
     TcFrame,
     TcVcConfig,
     peek_frame_length,
@@ -263,6 +273,39 @@ class LinkConfig:
         return FarmConfig(tc=self.tc_for(vcid), window_width=self.farm_window)
 
 
+def route_key_management(config: LinkConfig, management: SecurityAssociation | None) -> LinkConfig:
+    """``config`` with APID KEY_MANAGEMENT routed to the TC VC (and MAP) of the key file's
+    ``management`` SA, or ``config`` itself when there is none.
+
+    Both ends build their link this way from the same key file, so they agree: the
+    spacecraft runs a FARM-1 on that VC and takes key management there only, and the
+    ground sends Set ARSN there (CCSDS 355.1-B-1 SA management) under that SA, out of
+    reach of the window it repairs.  A KEY_MANAGEMENT route ``config`` already has must
+    be the same one.
+    """
+    if management is None:
+        return config
+    if management.link != Link.TC or len(management.vcids) != 1:
+        raise LocalProtocolError(
+            f"management SA {management.spi}: {management.link.name} VCs"
+            f" {sorted(management.vcids)}; it must be a TC SA of one VC"
+        )
+    (vcid,) = management.vcids
+    if vcid == config.tc_vcid:
+        raise LocalProtocolError(
+            f"management SA {management.spi} on TC VC {vcid}, the VC of the requests: it needs"
+            " a VC of its own, or a long loss on that VC locks it out too"
+        )
+    route = TcRoute(Apid.KEY_MANAGEMENT, vcid, management.map_id or 0)
+    for existing in config.tc_routes:
+        if existing.apid == Apid.KEY_MANAGEMENT and existing != route:
+            raise LocalProtocolError(
+                f"{existing} disagrees with management SA {management.spi} ({route})"
+            )
+    others = tuple(r for r in config.tc_routes if r.apid != Apid.KEY_MANAGEMENT)
+    return dataclasses.replace(config, tc_routes=(*others, route))
+
+
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
     """An application message arrived whole."""
@@ -332,12 +375,14 @@ _CountersT = TypeVar("_CountersT", GroundCounters, SpacecraftCounters)
 
 #: ``KeysChanged``: the spacecraft applied a key management PDU (APID KEY_MANAGEMENT).
 #: ``ArsnSet`` / ``ArsnRead``: it applied Set ARSN / Read ARSN (355.1-B-1 SA management).
+#: ``ArsnReported``: the ground heard the spacecraft's reply to Read ARSN.
 Event = (
     MessageReceived
     | CfdpPduReceived
     | KeysChanged
     | ArsnSet
     | ArsnRead
+    | ArsnReported
     | Dropped
     | FramesLost
     | Alert
@@ -428,15 +473,20 @@ class _Endpoint(Generic[_CountersT]):
         self.counters.dropped += 1
         self._events.append(self.drops.count(event))
 
-    def _key_management(self, packet: SpacePacket) -> KeysChanged | ArsnSet | ArsnRead | None:
-        """The outcome of a key management PDU, or None: not one this end applies."""
+    def _key_management(
+        self, packet: SpacePacket, carried_by: frozenset[int]
+    ) -> KeysChanged | ArsnSet | ArsnRead | ArsnReported | None:
+        """The outcome of a key management PDU, or None: not one this end applies.
+        ``carried_by``: the SPIs of the frames the packet arrived in (empty in the clear)."""
         return None
 
     def _tap(self, packet: bytes, now: float | None) -> None:
         if self.packet_tap is not None:
             self.packet_tap(packet, now)
 
-    def _receive_packet(self, raw: bytes, now: float) -> None:
+    def _receive_packet(
+        self, raw: bytes, now: float, carried_by: frozenset[int] = frozenset()
+    ) -> None:
         self._tap(raw, now)
         try:
             packet = SpacePacket.from_bytes(raw)
@@ -444,7 +494,7 @@ class _Endpoint(Generic[_CountersT]):
                 self.counters.packets_received += 1
                 self._events.append(CfdpPduReceived(packet.data, now))
                 return
-            changed = self._key_management(packet)
+            changed = self._key_management(packet, carried_by)
             if changed is None:
                 message = decode_message(packet.apid, packet.data)
         except RemoteProtocolError as exc:
@@ -500,6 +550,9 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
         self._outgoing: deque[bytes] = deque()
         #: The last CLCW heard in a TM frame's OCF (None until one arrives), any VC.
         self.last_clcw: Clcw | None = None
+        #: TC VCs whose FOP-1 alerted on T1 (Transmission_Limit x T1 without a CLCW
+        #: answering, table 5-1 E17, or E18 in S5): initiated again once one is heard.
+        self._unheard: set[int] = set()
 
     def send(self, message: Message, now: float, *, expedited: bool = False) -> None:
         """Queue ``message`` for the uplink, on the VC and MAP its APID is routed to.
@@ -515,6 +568,29 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
         KEY_MANAGEMENT, sequence-controlled so that it arrives once and in order, on
         the VC and MAP it is routed to (``LinkConfig.tc_routes``)."""
         self._send_packet(Apid.KEY_MANAGEMENT, pdu, now, expedited=False)
+
+    def read_arsn(self, spi: int, now: float) -> None:
+        """Ask the spacecraft for the highest ARSN SA ``spi`` accepted (Read ARSN, CCSDS
+        355.1-B-1), sequence-controlled on the VC of APID KEY_MANAGEMENT; the reply comes
+        down as an :class:`ArsnReported` event.  The spacecraft answers only when the
+        request came under its management SA (``LinkConfig.tc_routes`` and
+        ``vc_security``)."""
+        self.send_key_management(ReadArsnPdu(spi).to_bytes(), now)
+
+    def _key_management(
+        self, packet: SpacePacket, carried_by: frozenset[int]
+    ) -> ArsnReported | None:
+        """Downlink APID KEY_MANAGEMENT: the reply to Read ARSN, nothing else."""
+        if packet.apid != Apid.KEY_MANAGEMENT:
+            return None
+        pdu = decode_ep_pdu(packet.data)
+        if not isinstance(pdu, ArsnReplyPdu):
+            raise KeyManagementError(
+                "bad-pdu",
+                "CCSDS 355.1-B-1",
+                f"{type(pdu).__name__} on the downlink; only a Read ARSN reply comes down",
+            )
+        return ArsnReported(spi=pdu.spi, arsn=pdu.arsn)
 
     def send_cfdp(self, pdu: bytes, now: float, *, expedited: bool = False) -> None:
         """Queue one CFDP PDU (CCSDS 727.0-B-5) on APID CFDP_APID, on the VC and MAP it
@@ -535,7 +611,12 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
         fop = self.fops[vcid]
         packet = self._sequencer.packet(apid, data).to_bytes()
         self._tap(packet, now)
-        if not expedited and fop.state is FopState.S6 and not fop.suspended:
+        if (
+            not expedited
+            and fop.state is FopState.S6
+            and not fop.suspended
+            and vcid not in self._unheard
+        ):
             # Resynchronize the FARM-1 whatever an earlier session left it at.
             fop.initiate_ad_with_set_vr(0, now)
         for unit in packet_processing([packet], config=self._tcs[vcid], map_id=map_id):
@@ -595,8 +676,17 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
                         vcid,
                     )
                     self.counters.cop1_alerts += 1
+                    if notification.code is AlertCode.T1:
+                        self._unheard.add(vcid)
                     self._events.append(notification)
-            if fop.state is FopState.S6 and fop.backlog_length and not fop.suspended:
+            if (
+                fop.state is FopState.S6
+                and fop.backlog_length
+                and not fop.suspended
+                and vcid not in self._unheard
+            ):
+                # After Alert [T1] only once the spacecraft is heard again: a Set V(R)
+                # into silence would only go round S5 to the next Alert [T1].
                 fop.initiate_ad_with_set_vr(fop.vs, now)
             limit = self.config.fop_transmission_limit
             if fop.transmission_limit != limit and fop.transmission_count < limit:
@@ -691,16 +781,20 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
             self._drop(Dropped.from_error(exc, at=now))
             return
         self.last_clcw = clcw
-        dropped = fop.receive_clcw(clcw, now)
-        if dropped is not None:
-            self._drop(dropped)
+        self._unheard.discard(clcw.vcid)
         if fop.suspended:
             # Timeout_Type 1 suspended FOP-1 (232.1-B-2 5.2.16) and the spacecraft is
             # heard again: allow Transmission_Limit more transmissions (E38) and Resume
             # (E31-E34, 5.2.17); Resume alone leaves Transmission_Count at the limit.
+            # Resumed first, so that this CLCW acknowledges what it reports rather
+            # than being ignored in S6.
             limit = fop.transmission_count + self.config.fop_transmission_limit
             fop.set_transmission_limit(limit, now)
             fop.resume_ad(now)
+            logger.info("FOP-1 VC %d resumed on a CLCW, Transmission_Limit %d", clcw.vcid, limit)
+        dropped = fop.receive_clcw(clcw, now)
+        if dropped is not None:
+            self._drop(dropped)
         self._flush_fop(now)
 
 
@@ -749,6 +843,9 @@ class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
         self.key_manager = (
             None if security is None else KeyManager(security.table.keys, table=security.table)
         )
+        #: The SPIs of the frames of the unit being rebuilt, per (VC, MAP): a key
+        #: management PDU is judged by the SAs it arrived under (Set ARSN: management only).
+        self._carriers: dict[tuple[int, int | None], frozenset[int]] = {}
 
     # -- uplink ------------------------------------------------------------------------
 
@@ -794,7 +891,10 @@ class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
                     "CCSDS 232.0-B-4 4.1.2.6, VC Demultiplexing Function",
                     f"TC VC {vcid}; FARM-1 runs on VCs {sorted(self.farms)}",
                 )
+            spi = None
             if self.security is not None:
+                # The Security Header opens with the SPI (CCSDS 355.0-B-2 4.1.1.2).
+                spi = int.from_bytes(frame.data[:SPI_LENGTH], "big")
                 frame = self.security.unprotect_tc(frame)
         except RemoteProtocolError as exc:
             self._drop(Dropped.from_error(exc, octets=len(data), at=now))
@@ -804,6 +904,7 @@ class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
         if not result.accepted:
             self.counters.tc_frames_rejected += int(result.discarded is not None)
             return
+        self._note_carrier(frame, spi)
         self._reassembler.receive_frame(frame, now=now)
         if frame.frame_type is FrameType.AD:
             # The packet went straight to the application: the buffer is free again.
@@ -814,9 +915,24 @@ class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
             else:
                 self._drop(event)
 
+    def _note_carrier(self, frame: TcFrame, spi: int | None) -> None:
+        """Remember the SA of an accepted data frame for the unit it carries: a FIRST or
+        UNSEGMENTED segment (232.0-B-4 4.1.3.2.2.2) starts a unit, the others add to it."""
+        if frame.frame_type is FrameType.BC:
+            return  # control commands carry no unit (and are sent in the clear)
+        header = frame.segment_header
+        key = (frame.vcid, None if header is None else header.map_id)
+        fresh = header is None or header.sequence_flags in (
+            SequenceFlags.FIRST,
+            SequenceFlags.UNSEGMENTED,
+        )
+        carriers = frozenset() if fresh else self._carriers.get(key, frozenset())
+        self._carriers[key] = carriers if spi is None else carriers | {spi}
+
     def _receive_unit(self, unit: UnitReceived, now: float) -> None:
         """MAP demultiplexing: a packet counts only on the VC and MAP its APID is
         routed to (``LinkConfig.tc_routes``), key management on its own VC included."""
+        carried_by = self._carriers.get((unit.vcid, unit.map_id), frozenset())
         maps = self.config.map_ids(unit.vcid)
         try:
             if unit.map_id not in maps:
@@ -839,20 +955,28 @@ class SpacecraftEndpoint(_Endpoint[SpacecraftCounters]):
         except RemoteProtocolError as exc:
             if exc.layer is not Layer.TC_FRAME:
                 # Not a Space Packet: the packet layer says why, as it always did.
-                self._receive_packet(unit.data, now)
+                self._receive_packet(unit.data, now, carried_by)
             else:
                 self._drop(Dropped.from_error(exc, octets=len(unit.data), at=now))
             return
-        self._receive_packet(unit.data, now)
+        self._receive_packet(unit.data, now, carried_by)
 
-    def _key_management(self, packet: SpacePacket) -> KeysChanged | ArsnSet | ArsnRead | None:
+    def _key_management(
+        self, packet: SpacePacket, carried_by: frozenset[int]
+    ) -> KeysChanged | ArsnSet | ArsnRead | None:
         if packet.apid != Apid.KEY_MANAGEMENT:
             return None
         if self.key_manager is None:
             raise KeyManagementError(
                 "key-management-off", "CCSDS 355.1-B-1", "SDLS is off on this link"
             )
-        return self.key_manager.handle_pdu(packet.data)
+        outcome = self.key_manager.handle_pdu(packet.data, carried_by=carried_by)
+        if isinstance(outcome, ArsnRead):
+            # The reply goes down on APID KEY_MANAGEMENT (355.1-B-1 Read ARSN reply).
+            reply = self._sequencer.packet(Apid.KEY_MANAGEMENT, outcome.reply).to_bytes()
+            self._tap(reply, None)
+            self._multiplexer.queue_packet(self.config.tm_vcid, reply)
+        return outcome
 
     # -- downlink ----------------------------------------------------------------------
 
@@ -1033,4 +1157,5 @@ __all__ = [
     "SpacecraftEndpoint",
     "TcRoute",
     "ephemeral_security",
+    "route_key_management",
 ]

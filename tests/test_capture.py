@@ -41,8 +41,17 @@ from linkstack.capture import (
     session_metadata,
     summarize,
 )
+from linkstack.capture.metadata import check_no_secrets
+from linkstack.cfdp.wire import CFDP_APID
 from linkstack.coding.tm import ASM, TmCodingConfig
-from linkstack.endpoints import GroundEndpoint, LinkConfig, MessageReceived, SpacecraftEndpoint
+from linkstack.endpoints import (
+    Apid,
+    GroundEndpoint,
+    LinkConfig,
+    MessageReceived,
+    SpacecraftEndpoint,
+    TcRoute,
+)
 from linkstack.errors import LinkError, LocalProtocolError
 from linkstack.inference.protocol import (
     EndOfStream,
@@ -211,6 +220,71 @@ def test_metadata_round_trip(session: Session) -> None:
     assert capture.python_version == ".".join(map(str, sys.version_info[:3]))
     assert capture.link_config() == session.config
     assert link_config_from_metadata({}) is None
+
+
+#: A link whose replay needs more than the defaults: key management on TC VC 1 (MAP 2),
+#: CFDP on TC VC 2, the Only Idle Data frames on TM VC 3, CFDP PDUs on TM VC 2.
+ROUTED = LinkConfig(
+    tc_routes=(TcRoute(Apid.KEY_MANAGEMENT, vcid=1, map_id=2), TcRoute(CFDP_APID, vcid=2)),
+    tm_oid_vcid=3,
+    cfdp_tm_vcid=2,
+)
+
+
+def test_metadata_records_tc_routes_and_tm_vcids_that_differ_from_the_defaults() -> None:
+    link = session_metadata(ROUTED)["link"]
+    assert isinstance(link, dict)
+    assert link["tc_routes"] == [
+        {"apid": Apid.KEY_MANAGEMENT, "vcid": 1, "map_id": 2},
+        {"apid": CFDP_APID, "vcid": 2, "map_id": 0},
+    ]
+    assert (link["tm_oid_vcid"], link["cfdp_tm_vcid"]) == (3, 2)
+    check_no_secrets(session_metadata(ROUTED))  # an APID number is no key material
+    # A default link's metadata is what it always was (the golden captures stand).
+    default = session_metadata(LinkConfig())["link"]
+    assert isinstance(default, dict)
+    assert not {"tc_routes", "tm_oid_vcid", "cfdp_tm_vcid"} & set(default)
+    assert link_config_from_metadata({"link": default}) == LinkConfig()
+
+
+def test_a_capture_of_a_routed_link_replays_with_its_vcs() -> None:
+    # The spacecraft sends idle frames on TM VC 3, with the CLCWs of TC VCs 0, 1, 2 in
+    # turn: a ground rebuilt from the capture's metadata decodes them all, drop-free,
+    # where one on the default link could not (OID frames of VC 7 expected).
+    spacecraft = SpacecraftEndpoint(ROUTED)
+    stream = io.BytesIO()
+    writer = CaptureWriter(stream, session_metadata(ROUTED))
+    for index in range(4):
+        writer.record_downlink(spacecraft.next_cadu(), float(index))
+    capture = read_capture(io.BytesIO(stream.getvalue()))
+    config = capture.link_config()
+    assert config == ROUTED
+    assert config.tc_vcids == (0, 1, 2) and config.route(Apid.KEY_MANAGEMENT) == (1, 2)
+    for replayed, drops in ((config, {}), (LinkConfig(), {"tm-frame/unknown-vcid": 4})):
+        ground = GroundEndpoint(replayed)
+        for unit in capture.units:
+            ground.receive_bytes(unit.data, unit.t)
+        ground.end_of_stream(4.0)
+        assert ground.drops == drops
+    summary = summarize(capture)
+    assert summary.drops == {}
+    assert summary.tm_frames_per_vc == {3: 4}
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {"apid": 0x44, "vcid": 1, "map_id": 0},  # an object, not a list
+        [[0x44, 1, 0]],  # a list, not objects
+        [{"apid": 0x44, "vcid": 1}],  # no map_id
+        [{"apid": 0x44, "vcid": 64, "map_id": 0}],  # a VCID no frame carries
+    ],
+)
+def test_bad_tc_routes_in_the_metadata_are_capture_errors(routes: object) -> None:
+    link = session_metadata(LinkConfig())["link"]
+    assert isinstance(link, dict)
+    with pytest.raises(CaptureError, match="link configuration in the metadata does not parse"):
+        link_config_from_metadata({"link": {**link, "tc_routes": routes}})
 
 
 def test_recorded_packets_decode_to_the_messages(session: Session) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -164,3 +165,59 @@ def test_demo_json_counts_the_recovery_of_a_lossy_link(
     assert recovery["end_acks"] == 1
     assert recovery["tokens_lost"] == 0 and recovery["lost_ranges"] == []
     assert record["channels"]["downlink"]["units_lost"] > 0
+
+
+def test_demo_rekey_at_reports_the_rekey_in_json(
+    embedded_model: ModelHandle, xdg_cache_home: object
+) -> None:
+    # The rekey goes up with the prompt (0 s after it) on TC VC 1 while the answer
+    # streams on VC 0: both key management PDUs are applied and the answer matches.
+    options = ["--profile", "s-band", "--seed", "5", "--no-chat", "--rekey-at", "0"]
+    code, out, err = run_demo("--json", "--max-new-tokens", "24", *options, "Hi there")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["match"] is True
+    assert tuple(record["generated_ids"]) == reference(embedded_model, record)
+    rekey = record["rekey"]
+    assert (rekey["tc_vcid"], rekey["key_id"]) == (1, 140)
+    assert [(a["procedure"], a["key_ids"]) for a in rekey["applied"]] == [
+        ("otar", [140]),
+        ("activation", [140]),
+    ]
+    assert 0 <= rekey["sent_s"] <= rekey["applied"][0]["at_s"] <= rekey["applied"][1]["at_s"]
+    # One Type-AD frame each: the request on VC 0, the OTAR and the activation on VC 1.
+    assert rekey["farm_vr"] == {"0": 1, "1": 2}
+    security = record["security"]
+    assert security["enabled"] is True
+    assert security["mac_failures"] == 0 and security["unknown_spi"] == 0
+    assert record["recovery"]["cop1_alerts"] == 0
+
+
+def test_demo_rekey_at_with_keys_without_a_management_sa_is_a_one_line_usage_error(
+    tmp_path: Path,
+) -> None:
+    # --rekey-at with --keys rekeys under the key file's master key on the VC of its
+    # management SA; a key file without one is refused before the model loads.
+    from linkstack.sdls.keystore import generate_key_file
+
+    keys = tmp_path / "keys.json"
+    generate_key_file(keys)
+    code, out, err = run_demo("--rekey-at", "1", "--keys", str(keys), "Hi")
+    assert code == 2
+    assert out == b""
+    assert err == (
+        f"linkstack: --rekey-at with --keys {keys}: the key file has no management SA for"
+        " key management on a TC VC of its own; make one with"
+        " `linkstack keys generate PATH --management-vc 1`\n"
+    )
+    assert "loading model" not in err
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.5", "soon", "nan", "inf", ""])
+def test_bad_rekey_at_values_exit_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_demo(f"--rekey-at={value}", "Hi")
+    err += capsys.readouterr().err  # argparse's own messages go to the process stderr
+    assert code == 2
+    assert out == b""
+    assert f"argument --rekey-at: {value!r} is not a number of seconds >= 0" in err
+    assert "Traceback" not in err

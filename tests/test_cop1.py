@@ -27,6 +27,7 @@ from linkstack.tc.cop1 import (
     Directive,
     DirectiveResponse,
     DiscardReason,
+    FarmAction,
     FarmConfig,
     FarmEngine,
     FarmEvent,
@@ -684,6 +685,41 @@ def test_farm_wait_and_buffer_release() -> None:
     farm.buffer_released()
     assert farm_state(farm) == FarmState.S1 and not farm.clcw().wait and farm.clcw().retransmit
     assert farm.receive_frame(_ad(2)).accepted and not farm.clcw().retransmit
+
+
+def test_farm_flags_through_wait_lockout_and_unlock() -> None:
+    """Table 6-1 rows E2, E5, E10, E7 in sequence: the Wait_Flag set in S2 stays set
+    through Lockout (E5 sets only the Lockout_Flag; E10 in S3 is Ignore) and the
+    Unlock resets all three flags (E7 in S3), counting in FARM-B_Counter (6.1.6)."""
+    farm = farm_in(FarmState.S2, buffer_full=True)
+    assert (farm.vr, farm.wait, farm.retransmit, farm.lockout) == (1, True, True, False)
+    assert farm.receive_frame(_ad(farm.vr + 100)).event == FarmEvent.E5
+    clcw = farm.clcw()
+    assert (farm.state, clcw.lockout, clcw.wait, clcw.retransmit) == (
+        FarmState.S3,
+        True,
+        True,
+        True,
+    )
+    assert farm.buffer_released().actions == (FarmAction.IGNORE,)
+    assert farm.clcw().wait and farm.state == FarmState.S3
+    # Set V(R) in Lockout is not executed, only counted (6.3.2 note on E8 in S3).
+    assert farm.receive_frame(TcFrame.control_frame(TC, SetVR(9))).next_state == FarmState.S3
+    assert (farm.vr, farm.farm_b_counter) == (1, 1)
+    # Every Type-AD frame is discarded in Lockout, in the window or not.
+    assert farm.receive_frame(_ad(farm.vr)).discarded == DiscardReason.LOCKOUT
+    farm.receive_frame(TcFrame.control_frame(TC, Unlock()))
+    clcw = farm.clcw()
+    assert (farm.state, clcw.lockout, clcw.wait, clcw.retransmit) == (
+        FarmState.S1,
+        False,
+        False,
+        False,
+    )
+    assert (clcw.report_value, clcw.farm_b_counter) == (1, 2)
+    # The release in Lockout freed the buffer: N(S) = V(R) is accepted again (E1).
+    assert farm.buffers_in_use == 0
+    assert farm.receive_frame(_ad(1)).accepted and farm.vr == 2
 
 
 def test_farm_statistics_count_every_discard_reason() -> None:

@@ -21,15 +21,18 @@ marked ``model`` run the embedded Qwen-3 (no stop id, so 200 ids exactly).
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from linkstack.endpoints import Apid, LinkConfig, TcRoute, ephemeral_security
 from linkstack.inference.protocol import GenerationParams
 from linkstack.radio.channel import ChannelConfig, Outage, link_profile
 from linkstack.sim.mission import MissionConfig, MissionResult, simulate
+from linkstack.tc.cop1 import TimeoutType
 from onboard.generation import FinishReason, GenerationResult, GenerationTiming
 from onboard.service import Job
 
@@ -106,6 +109,11 @@ def matrix_rows() -> list[Row]:
             "outage-120s",
             "both ways dead from 1 s to 121 s (mid-answer)",
             outages=(Outage(1.0, 120.0),),
+        ),
+        _row(
+            "outage-300s",
+            "both ways dead from 1 s to 301 s (longer than the old 100 x T1 = 200 s)",
+            outages=(Outage(1.0, 300.0),),
         ),
         _row(
             "uplink-lost",
@@ -213,17 +221,29 @@ EXPECTED: dict[str, dict[str, int]] = {
         tc_retransmitted=5, resend_requests=9, ids_requested=145, ids_resent=145, ends_resent=2
     ),
     "dup-reorder": _expect(duplicate_ids=17),
-    # FOP-1 retransmits blindly through the outage (Transmission_Limit x T1 = 200 s)
-    # and loses no command: no alert, every command executed exactly once.
+    # FOP-1 (Transmission_Limit 3, Timeout_Type 1) suspends 3 x T1 into the outage,
+    # keeping its frames, and the ground resumes it on the first CLCW after it: three
+    # retransmissions in all, no alert, every command executed exactly once.
     "outage-120s": _expect(
-        tc_retransmitted=58,
+        tc_retransmitted=3,
+        resend_requests=1,
+        ids_requested=108,
+        ids_resent=108,
+        ends_resent=1,
+    ),
+    # The downlink lives, so each suspension is resumed at the next CLCW: FOP-1 goes
+    # on retransmitting until the uplink returns and loses nothing.
+    # Past the 200 s that Transmission_Limit 100 with Timeout_Type 0 rode out (that
+    # configuration alerts and loses a command here): the same three retransmissions.
+    "outage-300s": _expect(
+        tc_retransmitted=3,
         resend_requests=1,
         ids_requested=108,
         ids_resent=108,
         ends_resent=1,
     ),
     "uplink-lost": _expect(
-        tc_retransmitted=30,
+        tc_retransmitted=22,
         resend_requests=2,
         ids_requested=13,
         ids_resent=13,
@@ -277,6 +297,136 @@ def test_row_with_the_embedded_model(
     check_invariants(result)
     # The link does not care what the ids are: the same counters as the fake.
     assert summary(result) == EXPECTED[name]
+
+
+#: The FOP-1 settings the ground's defaults were chosen against (docs/interop_yamcs.md):
+#: Yamcs's Transmission_Limit 3 with Timeout_Type 0, and linkstack's earlier limit 100.
+ALERT_SETTINGS = {
+    "yamcs-limit-alert": LinkConfig(fop_transmission_limit=3, fop_timeout_type=TimeoutType.ALERT),
+    "limit-100-alert": LinkConfig(fop_transmission_limit=100, fop_timeout_type=TimeoutType.ALERT),
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "alerts", "lost", "up_octets"),
+    [
+        ("yamcs-limit-alert", "outage-120s", 1, 1, 336),
+        ("yamcs-limit-alert", "uplink-lost", 9, 1, 1092),
+        ("limit-100-alert", "outage-120s", 0, 0, 2620),
+        ("limit-100-alert", "outage-300s", 1, 1, 4410),
+    ],
+)
+def test_timeout_type_alert_loses_a_command_where_the_default_does_not(
+    settings: str, name: str, alerts: int, lost: int, up_octets: int
+) -> None:
+    """The measured reason for the defaults: Timeout_Type 0 alerts in an outage longer
+    than Transmission_Limit x T1 and the command held is lost (reported, never silent);
+    the default (Transmission_Limit 3, Timeout_Type 1, resumed on a CLCW) loses none."""
+    config = dataclasses.replace(ROWS[name].config(), link=ALERT_SETTINGS[settings])
+    result = simulate(PROMPT, PARAMS, fake_generate, config)
+    assert result.match  # the ids still arrive: the token-stream recovery asks again
+    assert (result.ground.cop1_alerts, commands_lost(result)) == (alerts, lost)
+    assert result.ground.uplink_octets == up_octets
+    default = run_row(ROWS[name])
+    assert (default.ground.cop1_alerts, commands_lost(default)) == (0, 0)
+
+
+# -- two TC VCs: the answer on VC 0, an SDLS rekey on VC 1 during it ------------------------
+
+#: Key management (APID KEY_MANAGEMENT) on TC VC 1, everything else on VC 0.
+TWO_VCS = LinkConfig(tc_routes=(TcRoute(Apid.KEY_MANAGEMENT, vcid=1),))
+#: Virtual seconds at which the OTAR of a new session key and its activation go up on
+#: VC 1: the answer streams from 0.06 s to 2.1 s (and 1.5 s is inside the outages).
+REKEY_AT = (1.5, 1.6)
+REKEY_KEY_ID = 140
+#: Seed of the keys made for the two-VC rows (``ephemeral_security``).
+KEY_SEED = 3
+#: The rows run again with two VCs and SDLS on both ways.
+TWO_VC_BASES = (
+    "clean",
+    "bursts",
+    "loss-10",
+    "loss-30",
+    "dup-reorder",
+    "outage-120s",
+    "uplink-lost",
+)
+
+
+def two_vc_rows() -> list[Row]:
+    """The two-VC rows, in the order of their table (``2vc-`` + the base row's name)."""
+    return [
+        dataclasses.replace(ROWS[name], name=f"2vc-{name}", description=ROWS[name].description)
+        for name in TWO_VC_BASES
+    ]
+
+
+TWO_VC_ROWS = {row.name: row for row in two_vc_rows()}
+
+
+def run_two_vc_row(row: Row) -> MissionResult:
+    """``row`` with TWO_VCS under SDLS (one TC SA per VC) and a rekey on VC 1 at REKEY_AT."""
+    keys = ephemeral_security(TWO_VCS, random.Random(KEY_SEED).randbytes)
+    otar, activation = keys.rekey(REKEY_KEY_ID)
+    result = simulate(
+        PROMPT,
+        PARAMS,
+        fake_generate,
+        dataclasses.replace(row.config(), link=TWO_VCS),
+        security=keys.security,
+        tc_vc_security=keys.tc_vc_security,
+        key_management=tuple(zip(REKEY_AT, (otar, activation), strict=True)),
+    )
+    return result
+
+
+#: Exact outcome of each two-VC row (fake generator, keys from KEY_SEED).  Each row
+#: delivers every id and applies both key management PDUs; the one alert of
+#: 2vc-outage-120s is VC 1's: its first PDU goes up into the outage while its Set
+#: V(R) is outstanding (S5), where Timeout_Type 1 cannot suspend (table 5-1 E18);
+#: the ground initiates it again on VC 1's first CLCW after the outage, and the PDUs
+#: waiting behind it are kept (no command lost).
+EXPECTED_TWO_VC: dict[str, dict[str, int]] = {
+    "2vc-clean": _expect(),
+    "2vc-bursts": _expect(
+        tc_retransmitted=1, rs_uncorrectable=20, resend_requests=8, ids_requested=8, ids_resent=8
+    ),
+    "2vc-loss-10": _expect(tc_retransmitted=1, resend_requests=6, ids_requested=34, ids_resent=34),
+    "2vc-loss-30": _expect(
+        tc_retransmitted=13, resend_requests=9, ids_requested=166, ids_resent=166
+    ),
+    "2vc-dup-reorder": _expect(),
+    "2vc-outage-120s": _expect(
+        tc_retransmitted=5,
+        cop1_alerts=1,
+        resend_requests=1,
+        ids_requested=108,
+        ids_resent=108,
+        ends_resent=1,
+    ),
+    "2vc-uplink-lost": _expect(
+        tc_retransmitted=66, resend_requests=2, ids_requested=32, ids_resent=32
+    ),
+}
+#: What SDLS refused in the two-VC rows: the codeblocks the bursts broke never reach
+#: it; every duplicated frame that decodes is a replay.
+EXPECTED_TWO_VC_DROPS: dict[str, dict[str, int]] = {
+    "2vc-bursts": {"tm-coding/uncorrectable": 20},
+    "2vc-dup-reorder": {"sdls/replay": 45},
+}
+
+
+@pytest.mark.parametrize("name", list(TWO_VC_ROWS))
+def test_two_vc_row(name: str) -> None:
+    result = run_two_vc_row(TWO_VC_ROWS[name])
+    check_invariants(result)
+    assert summary(result) == EXPECTED_TWO_VC[name]
+    assert result.key_management_sent == 2
+    assert [(e.procedure, e.key_ids) for e in result.keys_changed] == [
+        ("otar", (REKEY_KEY_ID,)),
+        ("activation", (REKEY_KEY_ID,)),
+    ]
+    assert result.drops == EXPECTED_TWO_VC_DROPS.get(name, {})
 
 
 def test_the_matrix_is_deterministic() -> None:

@@ -239,12 +239,15 @@ def test_set_arsn_moves_the_receiver_forward_only_and_persists() -> None:
     pdu = SetArsnPdu(1, 40, 12)
     assert decode_ep_pdu(pdu.to_bytes()) == pdu
     assert pdu.to_bytes().hex() == "1a0070" + "0001" + (40).to_bytes(12, "big").hex()
-    assert manager.handle_pdu(pdu.to_bytes()) == ArsnSet(spi=1, arsn=40, moved=True)
-    assert manager.handle_pdu(SetArsnPdu(1, 39, 12).to_bytes()) == ArsnSet(
+    under = {MGMT_SA.spi}  # SA management is applied under the management SA only
+    assert manager.handle_pdu(pdu.to_bytes(), carried_by=under) == ArsnSet(
+        spi=1, arsn=40, moved=True
+    )
+    assert manager.handle_pdu(SetArsnPdu(1, 39, 12).to_bytes(), carried_by=under) == ArsnSet(
         spi=1, arsn=39, moved=False
     )
     assert table.highest_arsn(1) == 40 and seen == [(1, 40)]
-    read = manager.handle_pdu(ReadArsnPdu(1).to_bytes())
+    read = manager.handle_pdu(ReadArsnPdu(1).to_bytes(), carried_by=under)
     assert isinstance(read, ArsnRead) and read.arsn == 40
     assert decode_ep_pdu(read.reply) == ArsnReplyPdu(1, 40, 12)
     assert read.reply[0] == 0x90  # reply, SA management, Read ARSN
@@ -266,7 +269,7 @@ def test_bad_sa_management_pdus_are_refused(octets: bytes, reason: str, detail: 
     table = _table()
     manager = KeyManager(table.keys, table=table)
     with pytest.raises(KeyManagementError) as caught:
-        manager.handle_pdu(octets)
+        manager.handle_pdu(octets, carried_by={MGMT_SA.spi})
     assert caught.value.reason == reason and detail in caught.value.detail
     assert table.highest_arsn(1) is None
 

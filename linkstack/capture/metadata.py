@@ -5,7 +5,10 @@ The metadata is one JSON object, written into the Section Header Block's comment
 (spacecraft and virtual channel identifiers of CCSDS 232.0-B-4 and 132.0-B-3, the TM
 coding of CCSDS 131.0-B-5), the channel profile and the seed (:func:`session_metadata`),
 and whatever else the recorder adds (``side``, security, ...).
-:func:`link_config_from_metadata` reads the link configuration back.
+:func:`link_config_from_metadata` reads the link configuration back.  The TC routes
+(APID to TC VC and MAP), the VC of the Only Idle Data frames and the CFDP TM VC are
+recorded only where they differ from the defaults, so the metadata of a default link
+is what it always was; absent, they read back as the defaults.
 
 Keys never enter a capture: :func:`check_no_secrets` refuses, with
 :class:`~linkstack.capture.SecretInMetadata`, any metadata key that looks like key
@@ -22,13 +25,15 @@ from typing import Final
 from linkstack.capture.errors import CaptureError, SecretInMetadata
 from linkstack.coding.reed_solomon import Basis
 from linkstack.coding.tm import TmCodingConfig
-from linkstack.endpoints import LinkConfig
+from linkstack.endpoints import LinkConfig, TcRoute
 from linkstack.errors import LinkError
 from linkstack.radio.channel import LinkProfile
 
 __all__ = ["check_no_secrets", "link_config_from_metadata", "session_metadata"]
 
 _SECRET_KEY: Final = re.compile(r"key|secret|master", re.IGNORECASE)
+#: The defaults the optional ``link`` entries are compared with and read back as.
+_DEFAULT: Final = LinkConfig()
 
 
 def session_metadata(
@@ -59,6 +64,15 @@ def session_metadata(
             "randomize": coding.randomize,
         },
     }
+    # A replay needs these to rebuild the link: the VC and MAP each APID is accepted
+    # on (232.0-B-4 4.1.2.6, 4.1.3.2.2.3) and the TM VCs the ground demultiplexes.
+    if config.tc_routes:
+        link["tc_routes"] = [
+            {"apid": r.apid, "vcid": r.vcid, "map_id": r.map_id} for r in config.tc_routes
+        ]
+    for name in ("tm_oid_vcid", "cfdp_tm_vcid"):
+        if getattr(config, name) != getattr(_DEFAULT, name):
+            link[name] = getattr(config, name)
     metadata: dict[str, object] = {"link": link}
     if profile is not None:
         metadata["profile"] = profile.name
@@ -86,6 +100,9 @@ def link_config_from_metadata(metadata: Mapping[str, object]) -> LinkConfig | No
         coding = link["tm_coding"]
         if not isinstance(coding, Mapping):
             raise TypeError(f"'tm_coding' is a {type(coding).__name__}, not an object")
+        routes = link.get("tc_routes", [])
+        if not isinstance(routes, list) or not all(isinstance(r, Mapping) for r in routes):
+            raise TypeError(f"'tc_routes' is {routes!r}, not a list of objects")
         config = LinkConfig(
             scid=int(link["scid"]),
             tc_vcid=int(link["tc_vcid"]),
@@ -93,6 +110,11 @@ def link_config_from_metadata(metadata: Mapping[str, object]) -> LinkConfig | No
             tc_max_frame_length=int(link["tc_max_frame_length"]),
             tc_randomize=bool(link["tc_randomize"]),
             tm_vcid=int(link["tm_vcid"]),
+            tc_routes=tuple(
+                TcRoute(int(r["apid"]), int(r["vcid"]), int(r["map_id"])) for r in routes
+            ),
+            tm_oid_vcid=int(link.get("tm_oid_vcid", _DEFAULT.tm_oid_vcid)),
+            cfdp_tm_vcid=int(link.get("cfdp_tm_vcid", _DEFAULT.cfdp_tm_vcid)),
             tm_coding=TmCodingConfig(
                 interleave=int(coding["interleave"]),
                 error_correction=int(coding["error_correction"]),

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from linkstack.cli.main import Streams
@@ -155,8 +156,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=_at_seconds,
         metavar="S",
         help="S seconds after the request, rekey over the link on TC VC 1 while the answer"
-        " streams on VC 0: SDLS on both ways under keys made for this run, an OTAR of a"
-        " new session key and its activation (not with --keys)",
+        " streams on VC 0: an OTAR of a new session key and its activation, under keys"
+        " made for this run, or with --keys under the key file's master key on the VC of"
+        " its management SA (linkstack keys generate --management-vc 1)",
     )
     demo.add_argument(
         "--coding",
@@ -257,8 +259,6 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     params = wire_params(args)
     check_capture_path(args.capture, force=args.force)
 
-    if args.rekey_at is not None and args.keys is not None:
-        raise UsageError("--rekey-at makes its own keys for the run: leave out --keys")
     keys: tuple[RoleSecurity, RoleSecurity] | None = None
     if args.keys is not None:
         from linkstack.sdls.keystore import link_security
@@ -267,6 +267,12 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             link_security(args.keys, role="ground"),
             link_security(args.keys, role="spacecraft"),
         )
+        if args.rekey_at is not None and keys[0].management_sa is None:
+            raise UsageError(
+                f"--rekey-at with --keys {args.keys}: the key file has no management SA for"
+                " key management on a TC VC of its own; make one with"
+                " `linkstack keys generate PATH --management-vc 1`"
+            )
 
     from onboard.model import load_model
 
@@ -358,7 +364,7 @@ async def _demo(
     keys: tuple[RoleSecurity, RoleSecurity] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
     from groundstation.records import answer_summary
-    from groundstation.session import await_answer
+    from groundstation.session import await_answer, station_link
     from groundstation.station import GroundStation
     from linkstack.aio import LoopbackLink
     from linkstack.capture.recording import RecordingLink
@@ -369,19 +375,39 @@ async def _demo(
         TcRoute,
         ephemeral_security,
     )
+    from linkstack.sdls import KeyMaterial
     from onboard.service import OnboardService
 
-    config = LinkConfig()
-    ground_security = None if keys is None else keys[0].security
+    # With a management SA in the key file, key management (and Set ARSN after a long
+    # loss) goes up on its VC under it; both ends route it the same way.
+    link_setup = station_link(None if keys is None else keys[0])
+    config = link_setup.config
+    ground_security, vc_security = link_setup.security, link_setup.vc_security
     spacecraft_security = None if keys is None else keys[1].security
-    vc_security = None
     rekeying: EphemeralSecurity | None = None
-    if args.rekey_at is not None:
+    make_rekey: Callable[[], tuple[bytes, bytes]] | None = None
+    rekey_key_id = REKEY_KEY_ID
+    if args.rekey_at is not None and keys is not None:
+        ring = keys[0].security.table.keys
+        if rekey_key_id in ring:
+            rekey_key_id = max(ring.ids()) + 1
+        ground_keys = keys[0]
+
+        def make_rekey() -> tuple[bytes, bytes]:
+            return ground_keys.rekey_pdus(rekey_key_id, KeyMaterial(os.urandom(32)))
+
+    elif args.rekey_at is not None:
         # Key management on a TC VC of its own, each VC under its own SA.
         config = LinkConfig(tc_routes=(TcRoute(Apid.KEY_MANAGEMENT, vcid=REKEY_VCID),))
         rekeying = ephemeral_security(config, os.urandom)
         ground_security, spacecraft_security = rekeying.security
         vc_security = rekeying.tc_vc_security
+        ephemeral = rekeying
+
+        def make_rekey() -> tuple[bytes, bytes]:
+            return ephemeral.rekey(rekey_key_id)
+
+    rekey_vcid = config.route(Apid.KEY_MANAGEMENT)[0]
     station = GroundStation(
         handle.tokenizer, config=config, security=ground_security, vc_security=vc_security
     )
@@ -425,11 +451,12 @@ async def _demo(
 
             request = station.submit(prompt_ids, params, on_update=show)
             rekey_sent: list[float] = []
-            if rekeying is not None:
+            if make_rekey is not None:
                 loop = asyncio.get_running_loop()
+                rekey_pdus = make_rekey
 
                 def rekey() -> None:
-                    for pdu in rekeying.rekey(REKEY_KEY_ID):
+                    for pdu in rekey_pdus():
                         station.send_key_management(pdu)
                     rekey_sent.append(loop.time() - request.sent_at)
 
@@ -464,10 +491,10 @@ async def _demo(
     record["security"] = _security_record(
         keys is not None or rekeying is not None, station, service
     )
-    if rekeying is not None:
+    if make_rekey is not None:
         record["rekey"] = {
-            "tc_vcid": REKEY_VCID,
-            "key_id": REKEY_KEY_ID,
+            "tc_vcid": rekey_vcid,
+            "key_id": rekey_key_id,
             "sent_s": rekey_sent[0] if rekey_sent else None,
             "applied": [
                 {
@@ -481,7 +508,7 @@ async def _demo(
         }
         if not args.json:
             applied = ", ".join(e["procedure"] for e in record["rekey"]["applied"]) or "nothing"
-            io.stderr.write(f"linkstack demo: rekey on TC VC {REKEY_VCID}: {applied} applied\n")
+            io.stderr.write(f"linkstack demo: rekey on TC VC {rekey_vcid}: {applied} applied\n")
     return outcome, record
 
 

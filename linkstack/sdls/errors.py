@@ -64,7 +64,8 @@ class BadPadLength(SecurityError):
 class KeyManagementError(SecurityError):
     """A 355.1-B-1 PDU was refused: ``bad-pdu``, ``unknown-master-key``,
     ``key-not-active``, ``mac-mismatch``, ``replay``, ``key-id-in-use``,
-    ``illegal-key-transition``, ``unknown-key``."""
+    ``illegal-key-transition``, ``unknown-key``; SA management: ``sa-management-off``,
+    ``not-management-sa`` (Set / Read ARSN under a data SA), ``unknown-spi``."""
 
 
 class CounterNotReserved(InvalidState):

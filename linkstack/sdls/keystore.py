@@ -69,6 +69,7 @@ from typing import Any, Final, Literal, TypeVar
 from linkstack.errors import LocalProtocolError
 from linkstack.sdls import (
     ArsnSource,
+    KeyActivationPdu,
     KeyManager,
     KeyMaterial,
     KeyRing,
@@ -79,6 +80,8 @@ from linkstack.sdls import (
     SecurityAssociation,
     ServiceType,
     TxCounter,
+    build_otar,
+    is_master_key_id,
     master_counter_label,
 )
 
@@ -97,6 +100,18 @@ DEFAULT_TC_KEY_ID: Final = 128
 DEFAULT_TM_KEY_ID: Final = 129
 DEFAULT_TC_SPI: Final = 1
 DEFAULT_TM_SPI: Final = 2
+#: ``management_vcid``: the TC management SA (Set / Read ARSN, CCSDS 355.1-B-1).
+DEFAULT_MANAGEMENT_SPI: Final = 3
+DEFAULT_MANAGEMENT_KEY_ID: Final = 130
+#: The CryptoLib-strict profile (``linkstack keys generate --profile cryptolib``): the TC
+#: data SA accepts ARSN last+1 .. last+5 only, as CryptoLib's in-memory SA table sets its
+#: SAs (``arsnw = 5``, sadb_routine_inmemory ``sa_init``), with nothing behind
+#: (``arsn_window`` 1); the sender reserves 4 IVs per counter-file write, one less than
+#: the window, so a ground that crashes with one frame lost on the way still resumes
+#: inside it; and a management SA on TC VC 1 to get back in after a long loss.
+CRYPTOLIB_MAX_ARSN_JUMP: Final = 5
+CRYPTOLIB_RESERVATION_STEP: Final = 4
+CRYPTOLIB_MANAGEMENT_VCID: Final = 1
 
 _SA_FIELDS: Final = frozenset(
     {
@@ -275,16 +290,53 @@ def write_key_file(
     _write_atomically(Path(path), key_file_text(keys, sas), overwrite=overwrite)
 
 
-def default_security_associations() -> tuple[SecurityAssociation, ...]:
-    """TC VC 0 under key 128 (SPI 1), TM VCs 0-7 under key 129 (SPI 2)."""
-    return (
+def default_security_associations(
+    *,
+    management_vcid: int | None = None,
+    max_arsn_jump: int | None = None,
+    reservation_step: int | None = None,
+) -> tuple[SecurityAssociation, ...]:
+    """TC VC 0 under key 128 (SPI 1), TM VCs 0-7 under key 129 (SPI 2).
+
+    ``max_arsn_jump`` W makes the TC SA CryptoLib-strict (``arsnw`` W: ARSN last+1 ..
+    last+W, nothing behind), reserving ``reservation_step`` IVs per write (default
+    the smaller of W and 1,024).  ``management_vcid`` adds the TC management SA (SPI 3,
+    key 130) on that VC, which must not be VC 0: Set ARSN travels there, under an SA
+    with no window limit (docs/interop_cryptolib.md).
+    """
+    strict: dict[str, Any] = {}
+    if max_arsn_jump is not None:
+        strict = {"arsn_window": 1, "max_arsn_jump": max_arsn_jump}
+    if reservation_step is not None:
+        strict["reservation_step"] = reservation_step
+    sas = [
         SecurityAssociation(
-            spi=DEFAULT_TC_SPI, link=Link.TC, vcids=frozenset({0}), key_id=DEFAULT_TC_KEY_ID
+            spi=DEFAULT_TC_SPI,
+            link=Link.TC,
+            vcids=frozenset({0}),
+            key_id=DEFAULT_TC_KEY_ID,
+            **strict,
         ),
         SecurityAssociation(
             spi=DEFAULT_TM_SPI, link=Link.TM, vcids=frozenset(range(8)), key_id=DEFAULT_TM_KEY_ID
         ),
-    )
+    ]
+    if management_vcid is not None:
+        if management_vcid == 0:
+            raise LocalProtocolError(
+                "management SA on TC VC 0, the VC of the requests: give it a VC of its own"
+                " (1..63), or a long loss there locks it out too"
+            )
+        sas.append(
+            SecurityAssociation(
+                spi=DEFAULT_MANAGEMENT_SPI,
+                link=Link.TC,
+                vcids=frozenset({management_vcid}),
+                key_id=DEFAULT_MANAGEMENT_KEY_ID,
+                management=True,
+            )
+        )
+    return tuple(sas)
 
 
 def generate_key_file(
@@ -292,13 +344,22 @@ def generate_key_file(
     *,
     overwrite: bool = False,
     random_octets: Callable[[int], bytes] = os.urandom,
+    management_vcid: int | None = None,
+    max_arsn_jump: int | None = None,
+    reservation_step: int | None = None,
 ) -> KeyFile:
-    """A new key file: master key 0 and session keys 128 (TC) and 129 (TM), all ACTIVE."""
+    """A new key file: master key 0 and session keys 128 (TC) and 129 (TM), all ACTIVE;
+    with ``management_vcid`` also key 130 for the management SA (see
+    :func:`default_security_associations` for the options)."""
+    sas = default_security_associations(
+        management_vcid=management_vcid,
+        max_arsn_jump=max_arsn_jump,
+        reservation_step=reservation_step,
+    )
     keys = KeyRing(
         (key_id, KeyMaterial(random_octets(32)), KeyState.ACTIVE)
-        for key_id in (DEFAULT_MASTER_KEY_ID, DEFAULT_TC_KEY_ID, DEFAULT_TM_KEY_ID)
+        for key_id in (DEFAULT_MASTER_KEY_ID, *(sa.key_id for sa in sas if sa.key_id is not None))
     )
-    sas = default_security_associations()
     write_key_file(path, keys, sas, overwrite=overwrite)
     return KeyFile(keys, sas)
 
@@ -627,6 +688,62 @@ class RoleSecurity:
     #: The ground's sender on the TC management SA (Set ARSN, 355.1-B-1), sharing
     #: :attr:`security`'s table; None without a ``management`` SA in the key file.
     management: LinkSecurity | None = None
+    #: SPI of the key file's management SA (both roles); None without one.
+    management_spi: int | None = None
+    #: OTAR IV counters of the master keys (:meth:`rekey_pdus`), by master key id.
+    _master_counters: dict[int, TxCounter] = field(default_factory=dict)
+
+    @property
+    def management_sa(self) -> SecurityAssociation | None:
+        """The management SA: route APID KEY_MANAGEMENT to its VC
+        (``linkstack.endpoints.route_key_management``), at both ends."""
+        if self.management_spi is None:
+            return None
+        return self.security.table[self.management_spi]
+
+    @property
+    def vc_security(self) -> dict[int, LinkSecurity]:
+        """The ground's sending SDLS per TC VC besides :attr:`security`'s: the management
+        SA's VC (``GroundEndpoint(vc_security=...)``); empty without one."""
+        sa = self.management_sa
+        if sa is None or self.management is None:
+            return {}
+        return {vcid: self.management for vcid in sorted(sa.vcids)}
+
+    def rekey_pdus(self, key_id: int, material: KeyMaterial) -> tuple[bytes, bytes]:
+        """The OTAR of session key ``key_id`` (CCSDS 355.1-B-1) under the lowest ACTIVE
+        master key of the ring, then its activation: send both on APID KEY_MANAGEMENT.
+
+        The master key's IV counter resumes from, and reserves in, the counter file
+        (label ``mkid-N``) before the OTAR is built, so no IV repeats under it across
+        runs.  This end's ring holds the key ACTIVE from now on; the key file is not
+        rewritten (:func:`save_keys` does that).
+        """
+        keys = self.security.table.keys
+        masters = [
+            k for k in keys.ids() if is_master_key_id(k) and keys.state(k) == KeyState.ACTIVE
+        ]
+        if not masters:
+            raise LocalProtocolError(f"no ACTIVE master key in the ring {sorted(keys.ids())}")
+        master = masters[0]
+        counter = self._master_counters.get(master)
+        if counter is None:
+            counter = (
+                TxCounter(master_counter_label(master), limit=(1 << 96) - 1)
+                if self.store is None
+                else self.store.master_counter(master)
+            )
+            self._master_counters[master] = counter
+        if self.store is None:
+            _unpersisted_reserve(counter)
+        else:
+            self.store.ensure(counter)
+        otar = build_otar(
+            keys, master_key_id=master, counter=counter, new_keys=[(key_id, material)]
+        )
+        keys.add(key_id, material, KeyState.PREACTIVE)
+        keys.transition(key_id, KeyState.ACTIVE)
+        return otar.to_bytes(), KeyActivationPdu((key_id,)).to_bytes()
 
     def save_receive_state(self) -> None:
         """Persist the receive window (on a clean exit), so a restart accepts no replay."""
@@ -693,7 +810,9 @@ def link_security(
     Refuses a key file group or others can read (:class:`InsecureKeyFile`, naming the
     path).  The role sends under the first TC SA that is not a management SA (ground)
     or the first TM SA (spacecraft) and accepts every SA of the file; the ground also
-    gets the TC management SA, if the file has one, as :attr:`RoleSecurity.management`.
+    gets the TC management SA, if the file has one, as :attr:`RoleSecurity.management`
+    (both roles get its SPI, :attr:`RoleSecurity.management_spi`, to route APID
+    KEY_MANAGEMENT to its VC).
     With ``persist`` its counter file (:func:`counter_path`) resumes the sending
     counters and the receive windows and is written before each new block of IVs:
     ``block`` IVs, default the SA's ``reservation_step`` (other processes of the same
@@ -710,11 +829,10 @@ def link_security(
     tc_spi = _send_spi(key_file, Link.TC, key_path)
     tm_spi = _send_spi(key_file, Link.TM, key_path)
     send_spi = tc_spi if role == "ground" else tm_spi
-    management_spi = (
-        next((sa.spi for sa in sorted(key_file.sas, key=_by_spi) if sa.management), None)
-        if role == "ground"
-        else None
+    management_spi = next(
+        (sa.spi for sa in sorted(key_file.sas, key=_by_spi) if sa.management), None
     )
+    sends_management = role == "ground" and management_spi is not None
     if not persist:
         table = key_file.sa_table()
         security = LinkSecurity(
@@ -725,7 +843,7 @@ def link_security(
         )
         management = (
             None
-            if management_spi is None
+            if not sends_management or management_spi is None
             else LinkSecurity(
                 table=table,
                 send_spi=management_spi,
@@ -733,7 +851,7 @@ def link_security(
                 reserve=_unpersisted_reserve,
             )
         )
-        return RoleSecurity(security, None, tc_spi, tm_spi, management)
+        return RoleSecurity(security, None, tc_spi, tm_spi, management, management_spi)
     store = CounterStore(counter_path(key_path, role, state_dir))
     windows = role == "spacecraft" if persist_windows is None else persist_windows
     table = key_file.sa_table(
@@ -751,8 +869,8 @@ def link_security(
             reserve=lambda counter: store.ensure(counter, step),
         )
 
-    management = None if management_spi is None else sender(management_spi)
-    return RoleSecurity(sender(send_spi), store, tc_spi, tm_spi, management)
+    management = sender(management_spi) if sends_management and management_spi is not None else None
+    return RoleSecurity(sender(send_spi), store, tc_spi, tm_spi, management, management_spi)
 
 
 def _by_spi(sa: SecurityAssociation) -> int:
@@ -785,6 +903,9 @@ def security_record(enabled: bool, *drops: Mapping[str, int]) -> dict[str, objec
 
 __all__ = [
     "COUNTER_FILE_FORMAT",
+    "CRYPTOLIB_MANAGEMENT_VCID",
+    "CRYPTOLIB_MAX_ARSN_JUMP",
+    "CRYPTOLIB_RESERVATION_STEP",
     "DEFAULT_BLOCK",
     "KEY_FILE_FORMAT",
     "LOCK_SUFFIX",

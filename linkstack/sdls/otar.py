@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -290,6 +290,15 @@ class ArsnRead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ArsnReported:
+    """A reply to Read ARSN came down: the receiver of SA ``spi`` (on board) had
+    accepted ARSNs up to ``arsn`` (0: none yet) when it answered."""
+
+    spi: int
+    arsn: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeysChanged:
     """Outcome of one applied PDU."""
 
@@ -324,12 +333,18 @@ class KeyManager:
         """Highest OTAR IV accepted per master key, for the counter file."""
         return {k: w.highest for k, w in self._otar.items() if w.highest is not None}
 
-    def handle_pdu(self, data: bytes) -> KeysChanged | ArsnSet | ArsnRead:
+    def handle_pdu(
+        self, data: bytes, *, carried_by: Collection[int] = ()
+    ) -> KeysChanged | ArsnSet | ArsnRead:
+        """Apply one PDU.  ``carried_by``: the SPIs of the frames the PDU arrived in;
+        Set ARSN and Read ARSN are applied only when every one is a ``management`` SA
+        of :attr:`table` (else ``not-management-sa``): a data SA's key must not be able
+        to move its own window, or anyone holding it could open the way to replays."""
         pdu = decode_ep_pdu(data)
         if isinstance(pdu, OtarPdu):
             return self._otar_pdu(pdu)
         if isinstance(pdu, SetArsnPdu | ReadArsnPdu):
-            return self._sa_management(pdu)
+            return self._sa_management(pdu, carried_by)
         if isinstance(pdu, ArsnReplyPdu):
             raise _ep_error("bad-pdu", f"a Read ARSN reply (SPI {pdu.spi}) is not a command")
         new = KeyState.ACTIVE if isinstance(pdu, KeyActivationPdu) else KeyState.DEACTIVATED
@@ -346,10 +361,24 @@ class KeyManager:
         name = "activation" if new == KeyState.ACTIVE else "deactivation"
         return KeysChanged(procedure=name, key_ids=pdu.key_ids, new_state=new)
 
-    def _sa_management(self, pdu: SetArsnPdu | ReadArsnPdu) -> ArsnSet | ArsnRead:
-        """Set ARSN / Read ARSN on :attr:`table` (355.1-B-1 SA management)."""
+    def _sa_management(
+        self, pdu: SetArsnPdu | ReadArsnPdu, carried_by: Collection[int]
+    ) -> ArsnSet | ArsnRead:
+        """Set ARSN / Read ARSN on :attr:`table` (355.1-B-1 SA management), only under
+        a management SA (see :meth:`handle_pdu`)."""
         if self.table is None:
             raise _ep_error("sa-management-off", "this end takes no SA management PDU")
+        name = "Set ARSN" if isinstance(pdu, SetArsnPdu) else "Read ARSN"
+        carriers = sorted(carried_by)
+        if not carriers or not all(
+            spi in self.table and self.table[spi].management for spi in carriers
+        ):
+            managers = sorted(sa.spi for sa in self.table if sa.management)
+            raise _ep_error(
+                "not-management-sa",
+                f"{name} for SPI {pdu.spi} under SPIs {carriers}; only a management SA"
+                f" carries SA management (here SPIs {managers})",
+            )
         if pdu.spi not in self.table:
             raise _ep_error("unknown-spi", f"SPI {pdu.spi}")
         sa = self.table[pdu.spi]

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_verbose_option(replay)
     replay.set_defaults(handler=_replay)
     _add_serve_commands(commands)
+    from groundstation.transfer import add_file_commands
+
+    add_file_commands(commands)
     return parser
 
 
@@ -662,15 +665,19 @@ async def _exchange(
 ) -> tuple[Outcome, RecoveryCounters]:
     from groundstation.diagnosis import LinkDiagnosis
     from groundstation.request_ids import RequestIdAllocator
-    from groundstation.session import await_answer
+    from groundstation.session import await_answer, station_link
     from groundstation.station import GroundStation, Update
     from linkstack.aio import open_link
     from linkstack.capture.recording import RecordingLink
 
     url = args.link
+    # A management SA in the key file: key management (Set ARSN) on its own TC VC.
+    link_setup = station_link(keys)
     station = GroundStation(
         tokenizer,
-        security=None if keys is None else keys.security,
+        config=link_setup.config,
+        security=link_setup.security,
+        vc_security=link_setup.vc_security,
         id_source=RequestIdAllocator.default(args.state_dir),
     )
     # Received units go to the recorder once it is open (after the link is).

@@ -52,6 +52,7 @@ from onboard.generation import (
     GenerationFailure,
     GenerationResult,
     GenerationTiming,
+    cache_argument,
     check_request,
     describe_failure,
     pick_next_id,
@@ -336,7 +337,12 @@ class BatchEngine:
             with torch.inference_mode():
                 cache = DynamicCache(config=model.config)
                 input_ids = torch.tensor([slot.prompt], dtype=torch.long, device=self.handle.device)
-                out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+                out = model(
+                    input_ids=input_ids,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **cache_argument(model, cache),
+                )
                 token_id = pick_next_id(out.logits[0, -1], slot.params, slot.rng)
         except Exception as exc:  # reported through the result, as generate() does
             logger.debug("request %d: prefill failed", slot.key, exc_info=True)
@@ -380,8 +386,8 @@ class BatchEngine:
                         input_ids=input_ids,
                         position_ids=positions,
                         attention_mask=self._no_masks,
-                        cache=cache,
                         use_cache=True,
+                        **cache_argument(self.handle.model, cache),
                         logits_to_keep=1,
                     )
                 picked = [

@@ -42,7 +42,10 @@ from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from linkstack.aio import TcpLink, UdpLink
+    from linkstack.aio.zmq_link import ZmqLink
     from linkstack.sdls.keystore import RoleSecurity
     from onboard.model import ModelHandle
     from onboard.service import OnboardService
@@ -80,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--link",
         required=True,
         metavar="URL",
-        help="tcp://HOST:PORT (listen) or udp://HOST:PORT (bind); port 0 picks a free one",
+        help="tcp://HOST:PORT (listen) or udp://HOST:PORT (bind), port 0 picks a free one;"
+        " or zmq://?tx=ENDPOINT&rx=ENDPOINT (BPSK IQ both ways, docs/radio.md)",
     )
     _add_model_options(serve)
     serve.add_argument(
@@ -92,10 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-queue",
+        "--queue",
+        dest="max_queue",
         type=positive_int,
         default=8,
         metavar="N",
-        help="requests waiting (default 8)",
+        help="requests waiting (default 8); more are refused QUEUE_FULL with a"
+        " retry-after hint (docs/protocol.md §8.2)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="requests decoded together, one forward pass per step (default 4)",
+    )
+    serve.add_argument(
+        "--inexact-batching",
+        action="store_true",
+        help="plain batched matrix products: faster on a GPU, but an id may then differ"
+        " from a single run's at a near tie (docs/architecture.md)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the model store (docs/cfdp.md): accept CFDP uploads into DIR/staging, install"
+        " verified models, answer groundstation upload/models/activate/download; serves the"
+        " store's active model if it has one",
+    )
+    serve.add_argument(
+        "--manifest-keys",
+        metavar="PATH",
+        help="key file whose master key verifies manifest MACs (without --keys, whose"
+        " SDLS then authenticates the manifests itself)",
     )
     serve.add_argument(
         "--housekeeping-interval",
@@ -221,8 +254,12 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
     return asyncio.run(_serve_link(args, stderr, keys))
 
 
-def _bound_url(link: UdpLink | TcpLink, scheme: str, fallback: str) -> str:
+def _bound_url(link: UdpLink | TcpLink | ZmqLink, scheme: str, fallback: str) -> str:
     """The address the link actually holds (port 0 resolved), as a URL."""
+    from linkstack.aio import zmq_link
+
+    if isinstance(link, zmq_link.ZmqLink):
+        return link.bound_url
     address = link.local_address
     if address is None:
         return fallback
@@ -238,6 +275,7 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
     from linkstack.aio import LinkAddress, open_link
     from linkstack.capture.recording import RecordingLink
     from linkstack.console.recording import session_recorder
+    from linkstack.endpoints import LinkConfig, route_key_management
     from onboard.service import OnboardService
 
     deliver: list[Any] = []  # the service's receiver, once there is a service
@@ -252,21 +290,33 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
         raise LinkOpenError(f"cannot open {args.link}: {os_cause(exc)}") from exc
     try:
         url = _bound_url(link, LinkAddress.parse(args.link).scheme, args.link)
-        stderr.write(f"{PROG}: bound {url}; loading model {args.model} ...\n")
+        files = None if args.store is None else _open_store(args, keys)
+        model = args.model
+        if files is not None and files.store.active is not None:
+            model = str(files.store.active_path())
+            stderr.write(f"{PROG}: the store's active model is {files.store.active}\n")
+        stderr.write(f"{PROG}: bound {url}; loading model {model} ...\n")
         stderr.flush()
         from onboard.model import load_model
 
-        handle = await asyncio.to_thread(
-            load_model, args.model, device=args.device, dtype=args.dtype
-        )
+        handle = await asyncio.to_thread(load_model, model, device=args.device, dtype=args.dtype)
         service = OnboardService.for_model(
             handle,
             max_queue=args.max_queue,
+            max_batch=args.max_batch,
+            exact=not args.inexact_batching,
             housekeeping_interval=args.housekeeping_interval,
             downlink_rate_bps=args.downlink_rate,
             security=None if keys is None else keys.security,
+            # A management SA in the key file: key management on its own TC VC.
+            link_config=route_key_management(
+                LinkConfig(), None if keys is None else keys.management_sa
+            ),
         )
+        service.files = files
         loop = asyncio.get_running_loop()
+        if files is not None:
+            files.on_activate = _swapper(args, service, stderr)
         with session_recorder(
             args.capture,
             side="spacecraft",
@@ -304,6 +354,57 @@ async def _serve_link(args: argparse.Namespace, stderr: TextIO, keys: RoleSecuri
         f"{_security_line(keys is not None, service.endpoint.drops)}\n"
     )
     return EXIT_OK
+
+
+def _swapper(args: argparse.Namespace, service: OnboardService, stderr: TextIO) -> Any:
+    """What an activation (or roll-back) does: load the model in a thread, then hand
+    new requests to it; requests in flight finish on the model they started on."""
+    import asyncio
+
+    from onboard.batching import BatchEngine
+    from onboard.model import load_model
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def swap(name: str, directory: Path) -> None:
+        try:
+            handle = await asyncio.to_thread(
+                load_model, str(directory), device=args.device, dtype=args.dtype
+            )
+        except LinkError as exc:
+            stderr.write(f"{PROG}: cannot load activated model {name}: {exc}\n")
+            return
+        service.replace_engine(
+            BatchEngine(handle, max_batch=args.max_batch, exact=not args.inexact_batching)
+        )
+        stderr.write(f"{PROG}: serving model {name} ({handle.description})\n")
+        stderr.flush()
+
+    def on_activate(name: str, directory: Path) -> None:
+        task = asyncio.get_running_loop().create_task(swap(name, directory))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_activate
+
+
+def _open_store(args: argparse.Namespace, keys: RoleSecurity | None) -> Any:
+    """``--store``: the model store and the file service over CFDP."""
+    from linkstack.sdls.keystore import load_key_file
+    from onboard.files import OnboardFiles
+    from onboard.store import ModelStore
+
+    key_path = args.manifest_keys or args.keys
+    manifest_key = None
+    if key_path is not None:
+        from linkstack.cfdp.manifest import manifest_key as derive
+
+        material = load_key_file(key_path).keys.material(0)
+        if material is None:
+            raise UsageError(f"{key_path}: no master key 0 to derive the manifest key from")
+        manifest_key = derive(material.secret_octets())
+    store = ModelStore(args.store, manifest_key=manifest_key, link_authenticated=keys is not None)
+    return OnboardFiles(store)
 
 
 async def _serve_until_stopped(service: OnboardService, stderr: TextIO, *, secured: bool) -> None:

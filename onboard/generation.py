@@ -28,6 +28,7 @@ threads at once (each run has its own cache and generator).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import operator
 import time
@@ -169,6 +170,31 @@ def pick_next_id(logits: torch.Tensor, params: GenerationParams, rng: torch.Gene
 _pick = pick_next_id
 
 
+_CACHE_KEYWORDS: dict[type, str] = {}
+
+
+def _cache_keyword(model_class: type) -> str:
+    keyword = _CACHE_KEYWORDS.get(model_class)
+    if keyword is None:
+        forward = getattr(model_class, "forward", None)
+        # A stand-in that is only callable gets today's name.
+        names = () if forward is None else inspect.signature(forward).parameters
+        keyword = "past_key_values" if "past_key_values" in names else "cache"
+        _CACHE_KEYWORDS[model_class] = keyword
+    return keyword
+
+
+def cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that hands ``cache`` to ``model``'s forward pass.
+
+    transformers 5 renamed ``past_key_values`` to ``cache`` part way through its 5.x
+    releases; a forward pass given the other name takes it into ``**kwargs`` and runs
+    without the cache (every step would then see only its newest id). The name is read
+    off the model class's signature once.
+    """
+    return {_cache_keyword(type(model)): cache}
+
+
 def describe_failure(exc: Exception) -> GenerationFailure:
     """What a model failure reports: out-of-memory or runtime-error, with the message."""
     import torch
@@ -207,7 +233,12 @@ def _run(
                 if cache is None:
                     cache = DynamicCache(config=model.config)
                 input_ids = torch.tensor(next_input, dtype=torch.long, device=handle.device)
-                out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+                out = model(
+                    input_ids=input_ids,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **cache_argument(model, cache),
+                )
                 token_id = pick_next_id(out.logits[0, -1], params, rng)
         except Exception as exc:  # any model failure is reported, never raised
             # Reported through the result; the traceback is kept for debugging only.

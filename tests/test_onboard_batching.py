@@ -188,6 +188,9 @@ def test_a_model_failure_ends_every_running_request_with_its_ids(
     class Failing:
         """The model, failing from its ``fail_at``-th call on."""
 
+        # The signature the engine reads to name the cache argument.
+        forward = type(embedded_model.model).forward
+
         def __init__(self, model: Any, fail_at: int) -> None:
             self.config = model.config
             self._model = model

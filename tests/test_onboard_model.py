@@ -675,3 +675,32 @@ def test_bf16_generation_on_cuda(embedded_model: ModelHandle, qwen3_tokenizer: T
     result = generate(big, PROMPT, GenerationParams(max_new_tokens=16, stop_ids=()))
     assert result.finish_reason is FinishReason.MAX_TOKENS
     assert len(result.generated_ids) == 16
+
+
+def test_cache_argument_follows_the_forward_signature() -> None:
+    """transformers 5 renamed ``past_key_values`` to ``cache`` within 5.x: a cache passed
+    under the other name vanishes into ``**kwargs`` and every step loses its context."""
+    from onboard.generation import cache_argument
+
+    class Renamed:
+        def forward(self, input_ids: Any, cache: Any = None, **kwargs: Any) -> None: ...
+
+    class Older:
+        def forward(self, input_ids: Any, past_key_values: Any = None, **kwargs: Any) -> None: ...
+
+    marker = object()
+    assert cache_argument(Renamed(), marker) == {"cache": marker}
+    assert cache_argument(Older(), marker) == {"past_key_values": marker}
+
+
+def test_the_cache_carries_the_context(embedded_model: ModelHandle) -> None:
+    """Each cached step equals a forward pass over the whole sequence so far."""
+    import torch
+
+    prompt = tuple(PROMPT)
+    ids = generate(embedded_model, prompt, GREEDY).generated_ids[:6]
+    model = embedded_model.model
+    with torch.inference_mode():
+        for k in range(len(ids)):
+            whole = torch.tensor([list(prompt) + list(ids[:k])], dtype=torch.long)
+            assert int(model(input_ids=whole).logits[0, -1].argmax()) == ids[k]

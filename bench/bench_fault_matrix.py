@@ -110,7 +110,7 @@ def main() -> None:
         "TokenChunk packet. *cmds lost*: commands never executed on board (with Timeout_Type "
         "1 FOP-1 keeps its frames through an outage of any length; with Timeout_Type 0 an "
         "Alert [T1] after Transmission_Limit x T1 of silence purges them: "
-        "`docs/interop_yamcs.md`). "
+        "`docs/interop.md`). "
         "*dup ids dropped*: ids the assembler received again and discarded.\n"
     )
     out("\n## Two TC virtual channels, a rekey during the answer\n\n")

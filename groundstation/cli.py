@@ -352,7 +352,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
                 config=config,
                 keys=keys,
                 id_source=RequestIdAllocator.default(args.state_dir),
-                security=None if security is None else security.security,
+                security=security,
                 open_link_timeout_s=30.0,
                 on_ready=ready,
             )

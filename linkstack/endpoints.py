@@ -31,7 +31,7 @@ at the limit, so Resume alone would suspend again at the next T1 without
 retransmitting); the limit goes back once the frames are acknowledged.  So no command
 is dropped and none executed twice across a loss of signal of any length, and the
 ground stays silent through it instead of retransmitting blindly
-(docs/interop_yamcs.md has the figures).  With ``fop_timeout_type=ALERT``
+(docs/interop.md has the figures).  With ``fop_timeout_type=ALERT``
 (Timeout_Type 0) FOP-1 instead alerts at the limit (the command is then reported
 lost, never silently) and is initiated again with Set V(R).  An Alert [T1] (the
 limit reached with no CLCW answering; also where Timeout_Type 1 cannot suspend, in
@@ -55,6 +55,7 @@ from linkstack.coding.tm import (
     FrameDecoded,
     SyncAcquired,
     SyncLost,
+    SyncState,
     TmCodingConfig,
     encode_cadu,
 )
@@ -599,6 +600,12 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
         self._send_packet(CFDP_APID, pdu, now, expedited=expedited)
 
     @property
+    def sync_state(self) -> SyncState:
+        """The downlink's frame synchronizer state (search, check, lock): the frame
+        lock the operator page shows."""
+        return self._synchronizer.state
+
+    @property
     def uplink_clear(self) -> bool:
         """No FOP-1 holds a command unacknowledged or waiting, on any TC VC."""
         return all(
@@ -660,7 +667,7 @@ class GroundEndpoint(_Endpoint[GroundCounters]):
         management_vcid, _ = self.config.route(Apid.KEY_MANAGEMENT)
         management = self._tc_security.get(management_vcid)
         if management_vcid == vcid or management is None or not management.send_sa.management:
-            return  # no way around the window on this link: see docs/interop_cryptolib.md
+            return  # no way around the window on this link: see docs/interop.md
         logger.info("> Set ARSN for SPI %d before retransmitting on VC %d", security.send_spi, vcid)
         self._send_packet(Apid.KEY_MANAGEMENT, security.set_arsn_pdu(), now, expedited=True)
 

@@ -130,7 +130,7 @@ def test_same_mistake_same_answer(
         (
             "onboard",
             ["serve", "--link", "udp://127.0.0.1:0", "--max-queue", "0"],
-            "argument --max-queue: 0 must be 1 or more",
+            "argument --max-queue/--queue: 0 must be 1 or more",
         ),
         (
             "onboard",

@@ -299,7 +299,7 @@ def test_row_with_the_embedded_model(
     assert summary(result) == EXPECTED[name]
 
 
-#: The FOP-1 settings the ground's defaults were chosen against (docs/interop_yamcs.md):
+#: The FOP-1 settings the ground's defaults were chosen against (docs/interop.md):
 #: Yamcs's Transmission_Limit 3 with Timeout_Type 0, and linkstack's earlier limit 100.
 ALERT_SETTINGS = {
     "yamcs-limit-alert": LinkConfig(fop_transmission_limit=3, fop_timeout_type=TimeoutType.ALERT),

@@ -183,7 +183,7 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
         (["serve", "--link", "ftp://x"], "scheme must be tcp:// or udp://, got 'ftp'"),
         (["serve", "--link", "udp://127.0.0.1"], "expected udp://HOST:PORT"),
         (["serve", "--link", "tcp://h:1", "--downlink-rate", "0"], "0 is not a positive number"),
-        (["serve", "--link", "tcp://h:1", "--max-queue", "0"], "--max-queue: 0 must be 1 or more"),
+        (["serve", "--link", "tcp://h:1", "--max-queue", "0"], "--max-queue/--queue: 0 must be 1 or more"),
         (["serve"], "the following arguments are required: --link"),
     ],
 )

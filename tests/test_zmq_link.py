@@ -1,8 +1,8 @@
 """``zmq://`` links (``linkstack/aio/zmq_link.py``): BPSK IQ over ZeroMQ.
 
 * without GNU Radio: each end's PUSH socket straight into the other's PULL socket, in
-  one process: every CADU comes out in order and bit-exact, and the CLTUs sent up come out exactly (the
-  ``tx=``/``rx=`` form: IQ both ways) or as UDP datagrams (the ``iq=`` form);
+  one process: every CADU comes out in order and bit-exact, and the CLTUs sent up
+  come out exactly (the ``tx=``/``rx=`` form: IQ both ways) or as UDP datagrams (the ``iq=`` form);
 * with GNU Radio (``/usr/bin/python3`` with gr-zeromq; skipped otherwise): the example
   flowgraph ``examples/gnuradio_channel.py`` between the two, the downlink at Eb/N0
   6 dB and the uplink at 9 dB, each with a frequency and a timing offset: the same.

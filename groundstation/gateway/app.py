@@ -670,9 +670,7 @@ class Gateway:
         if counters.frames_received != self._last_frames[0]:
             self._last_frames = (counters.frames_received, now)
         clcw = endpoint.last_clcw
-        # The synchronizer's state has no public accessor on the endpoint yet.
-        synchronizer = getattr(endpoint, "_synchronizer", None)
-        sync_state = getattr(getattr(synchronizer, "state", None), "value", None)
+        sync_state = endpoint.sync_state.value
         housekeeping = station.housekeeping
         return {
             "model": self.config.model_name,

@@ -22,7 +22,7 @@ from groundstation.gateway.app import Gateway, GatewayConfig
 from groundstation.gateway.auth import ApiKeys
 from groundstation.station import GroundStation, IdSource
 from linkstack.inference.tokenizer import Tokenizer
-from linkstack.sdls import LinkSecurity
+from linkstack.sdls.keystore import RoleSecurity
 
 #: Seconds uvicorn waits for open connections (streams) when stopping.
 _GRACEFUL_S: Final = 3
@@ -71,14 +71,24 @@ async def serve(
     config: GatewayConfig,
     keys: ApiKeys | None,
     id_source: IdSource,
-    security: LinkSecurity | None,
+    security: RoleSecurity | None,
     open_link_timeout_s: float,
     on_ready: Callable[[str], None],
 ) -> Gateway:
     """Serve until SIGINT/SIGTERM; returns the gateway (for its counters)."""
+    from groundstation.session import station_link
     from linkstack.aio import open_link
 
-    station = GroundStation(tokenizer, security=security, id_source=id_source)
+    # A management SA in the key file: key management (Set ARSN) on its own TC VC, as
+    # groundstation ask does.
+    setup = station_link(security)
+    station = GroundStation(
+        tokenizer,
+        config=setup.config,
+        security=setup.security,
+        vc_security=setup.vc_security,
+        id_source=id_source,
+    )
     link = await asyncio.wait_for(
         open_link(link_url, role="ground", on_receive=station.on_receive), open_link_timeout_s
     )

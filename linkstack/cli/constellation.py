@@ -171,12 +171,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sweep.add_argument(
         "--inclination-deg", type=float, default=53.0, help="Walker inclination, deg"
     )
-    sweep.add_argument("--uplink", choices=("own", "any"), default="own")
-    sweep.add_argument("--profile", choices=("h200", "cpu-embedded"), default="h200")
+    sweep.add_argument(
+        "--uplink",
+        choices=("own", "any"),
+        default="own",
+        help="queries go up from their own station, or from any (forwarded on the ground)",
+    )
+    sweep.add_argument(
+        "--profile",
+        choices=("h200", "cpu-embedded"),
+        default="h200",
+        help="onboard timing: h200 (23 ms to the first id, 44 ids/s) or cpu-embedded",
+    )
     sweep.add_argument(
         "--step", type=positive_number, default=30.0, help="pass search grid step, s"
     )
-    sweep.add_argument("--engine", choices=("local", "ray"), default="local")
+    sweep.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run the sweep's cases here (default) or as Ray tasks (extra 'ray')",
+    )
     sweep.add_argument(
         "--ray-address", metavar="ADDR", help="--engine ray: join this cluster (default: local)"
     )

@@ -13,7 +13,9 @@ handovers, the same per station of arrival, and with ``--plot DIR`` writes PNGs.
 (a ground network forwarding queries) instead of its own.  ``sweep`` runs
 ``simulate`` over constellations x station counts x ISL topologies x seeds, one case
 after the other or as Ray tasks (``--engine ray``), and prints one JSON document,
-the same for both engines.
+the same for both engines.  ``simulate --stack real`` then runs every answered query
+on the real stack (COP-1, stream recovery, SDLS with ``--keys``) over its satellite's
+passes, and reports those round trips beside the model's (small runs).
 
 Satellites come from ``--tle FILE`` (elements older than ``--max-age-days`` at the
 window start are refused as expired), a Walker-delta pattern (``--walker T/P/F
@@ -30,13 +32,18 @@ import math
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 
 from linkstack.cli.main import EXIT_OK, Streams
 from linkstack.console.base import UsageError, positive_int, positive_number
 from linkstack.errors import LocalProtocolError
+
+#: ``simulate --stack real`` runs each query on the mission simulator, seconds of CPU
+#: each (more across a gap between passes): a small run's worth.
+REAL_STACK_MAX_QUERIES: Final = 100
 
 
 def _start(text: str) -> datetime:
@@ -80,6 +87,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     passes = actions.add_parser("passes", help="every pass over every station")
     _common(passes)
+    passes.add_argument(
+        "--doppler",
+        action="store_true",
+        help="each pass's delay and Doppler over time (JSON: 'profile'; text: at rise and set)",
+    )
+    passes.add_argument(
+        "--carrier-hz", type=positive_number, default=2.2e9, help="--doppler: carrier, Hz"
+    )
+    passes.add_argument(
+        "--doppler-step",
+        type=positive_number,
+        default=10.0,
+        help="--doppler: seconds between the profile's points",
+    )
     passes.set_defaults(handler=_passes)
     sim = actions.add_parser("simulate", help="queries up, answers down: round trips")
     _common(sim)
@@ -132,6 +153,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("own", "any"),
         default="own",
         help="queries go up from their own station, or from any (forwarded on the ground)",
+    )
+    sim.add_argument(
+        "--stack",
+        choices=("model", "real"),
+        default="model",
+        help="links as a timing model (default), or every query on the real stack (COP-1,"
+        " stream recovery, SDLS with --keys) over its satellite's passes: small runs, at"
+        f" most {REAL_STACK_MAX_QUERIES} queries, no --isl",
+    )
+    sim.add_argument(
+        "--keys",
+        type=Path,
+        metavar="PATH",
+        help="--stack real: protect both directions with SDLS under this key file",
     )
     sim.add_argument("--plot", metavar="DIR", help="write PNGs (CDF, timeline, ground tracks)")
     sim.set_defaults(handler=_simulate)
@@ -278,6 +313,8 @@ def _passes(args: argparse.Namespace, io: Streams) -> int:
                 "clipped": p.clipped_rise or p.clipped_set,
             }
         )
+        if args.doppler:
+            rows[-1].update(_doppler(geo, p, args.carrier_hz, args.doppler_step))
     end = _iso(start, args.hours * 3600.0)
     if args.json:
         _write(
@@ -298,18 +335,46 @@ def _passes(args: argparse.Namespace, io: Streams) -> int:
     if not rows:
         _write(io, f"no contact between {_iso(start, 0.0)} and {end}\n")
         return EXIT_OK
+    extra = f" {'Doppler kHz rise':>16} {'set':>8}" if args.doppler else ""
     lines = [
         f"{'station':<15} {'satellite':<14} {'rise':<23} {'culmination':<23} "
-        f"{'set':<23} {'max el':>7} {'delay ms':>9}"
+        f"{'set':<23} {'max el':>7} {'delay ms':>9}" + extra
     ]
     for r in rows:
+        doppler = ""
+        if args.doppler:
+            profile: dict[str, list[float]] = r["profile"]  # type: ignore[assignment]
+            doppler = (
+                f" {profile['doppler_hz'][0] / 1e3:>16.3f} {profile['doppler_hz'][-1] / 1e3:>8.3f}"
+            )
         lines.append(
             f"{r['station']:<15} {r['satellite']:<14} {r['rise']:<23} {r['culmination']:<23} "
             f"{r['set']:<23} {r['max_elevation_deg']:>7.2f} {r['delay_ms_at_culmination']:>9.3f}"
+            + doppler
         )
     lines.append(f"{len(rows)} passes")
     _write(io, "\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def _doppler(geo: Any, p: Any, carrier_hz: float, step_s: float) -> dict[str, Any]:
+    """A pass's delay and Doppler every ``step_s`` from rise to set (and at set), from
+    the same sampled pass the radio layer's ``PassChannel`` takes."""
+    from linkstack.radio.channel import SPEED_OF_LIGHT_M_S
+    from linkstack.sim.constellation.contacts import sampled_pass
+
+    profile = sampled_pass(geo, p, carrier_hz=carrier_hz)
+    times = [*np.arange(p.rise_s, p.set_s, step_s), p.set_s]
+    return {
+        "profile": {
+            "carrier_hz": carrier_hz,
+            "t_s": [round(float(t), 3) for t in times],
+            "delay_ms": [
+                round(profile.range_m(float(t)) / SPEED_OF_LIGHT_M_S * 1e3, 5) for t in times
+            ],
+            "doppler_hz": [round(profile.doppler_hz(float(t)), 2) for t in times],
+        }
+    }
 
 
 def _simulate(args: argparse.Namespace, io: Streams) -> int:
@@ -330,6 +395,16 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
         raise UsageError(f"--first-token-s {first_token_s} must be 0 or more")
     if not (math.isfinite(args.tail_hours) and args.tail_hours >= 0):
         raise UsageError(f"--tail-hours {args.tail_hours} must be 0 or more")
+    if args.stack == "model" and args.keys is not None:
+        raise UsageError("--keys needs --stack real (the timing model carries no frames)")
+    if args.stack == "real" and args.isl != "none":
+        raise UsageError(
+            f"--stack real with --isl {args.isl}: relays are not run on the real stack"
+        )
+    if args.stack == "real" and args.queries > REAL_STACK_MAX_QUERIES and args.trace is None:
+        raise UsageError(
+            f"--stack real with --queries {args.queries}: at most {REAL_STACK_MAX_QUERIES}"
+        )
     sats, stations, start, source = _setup(args)
     config = SimConfig(
         hours=args.hours,
@@ -348,8 +423,15 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
     )
     queries = None if args.trace is None else load_trace(args.trace, stations, args.hours)
     began = time.perf_counter()
+    if args.stack == "real" and queries is not None and len(queries) > REAL_STACK_MAX_QUERIES:
+        raise UsageError(
+            f"--stack real with {len(queries)} queries in {args.trace}: at most"
+            f" {REAL_STACK_MAX_QUERIES}"
+        )
     result = simulate(sats, stations, start, config, queries=queries, source=source)
     report = result.report
+    if args.stack == "real":
+        report = _real_stack(args, result, config, stations)
     if args.plot:
         from linkstack.sim.constellation.plots import write_plots
 
@@ -378,6 +460,51 @@ def _simulate(args: argparse.Namespace, io: Streams) -> int:
         + "\n",
     )
     return EXIT_OK
+
+
+def _real_stack(args: argparse.Namespace, result: Any, config: Any, stations: Any) -> Any:
+    """The report with the real stack's round trips in place of the model's (which
+    move to ``model``), and the real stack's figures per query in ``real_stack``."""
+    from linkstack.sim.constellation.realstack import (
+        RealStackConfig,
+        real_report,
+        run_real_stack,
+    )
+
+    links = {s.link for s in stations}
+    if len(links) != 1:
+        raise UsageError(
+            f"--stack real: the stations' link profiles differ ({', '.join(sorted(links))});"
+            " one profile carries every query"
+        )
+    keys = None
+    if args.keys is not None:
+        from linkstack.sdls.keystore import link_security
+
+        keys = (
+            link_security(args.keys, role="ground"),
+            link_security(args.keys, role="spacecraft"),
+        )
+    outcomes = run_real_stack(
+        result,
+        config,
+        RealStackConfig(),
+        profile=links.pop(),
+        security=None if keys is None else (keys[0].security, keys[1].security),
+    )
+    for side in keys or ():
+        side.save_receive_state()
+    real = real_report(outcomes)
+    report = dict(result.report)
+    report["stack"] = "real"
+    report["model"] = {
+        "round_trip_s": report["round_trip_s"],
+        "share_under_120_s": report["share_under_120_s"],
+    }
+    report["round_trip_s"] = real["round_trip_s"]
+    report["share_under_120_s"] = real["share_under_120_s"]
+    report["real_stack"] = real
+    return report
 
 
 def _sweep(args: argparse.Namespace, io: Streams) -> int:

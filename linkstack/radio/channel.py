@@ -10,7 +10,7 @@ What happens to a unit, in this order (the order of the random draws too):
 
 1. serialization: it starts when the transmitter is free (``max(now, busy_until)``)
    and occupies ``8 * len(unit) / rate_bps`` seconds; it arrives ``delay_s`` after
-   its last bit leaves;
+   its last bit leaves (or the ``delay_profile``'s delay then: a pass's range / c);
 2. outage: a unit whose transmission interval ``[start, end)`` overlaps an outage
    window ``[start, start + duration)`` is lost (no draw);
 3. loss: lost with ``loss_probability`` (one draw);
@@ -47,11 +47,13 @@ the bits of an uncoded channel and are refused with ``coding="conv"``.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, Protocol, get_args
 
 from linkstack.errors import InvalidState, LocalProtocolError
 
@@ -183,6 +185,96 @@ class LeoPass:
         )
 
 
+class PassGeometry(Protocol):
+    """What a channel needs of a pass (:class:`LeoPass`, :class:`SampledPass`): the
+    carrier and the slant range at any time of the pass's time axis."""
+
+    @property
+    def carrier_hz(self) -> float: ...
+
+    def range_m(self, t: float) -> float: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampledPass:
+    """A pass given by its slant range and range rate at sample times (from an orbit
+    propagator: ``linkstack.sim.constellation.contacts.sampled_pass``), for the same
+    channel as :class:`LeoPass`.
+
+    Between samples the range is the cubic Hermite interpolant of the ranges and
+    rates, so range and Doppler are continuous; beyond the first and last sample it
+    goes on along the end's rate.  The offset is ``-f_c rho' / c``.
+    """
+
+    carrier_hz: float
+    #: Sample times, s (the caller's axis), increasing.
+    times_s: tuple[float, ...]
+    ranges_m: tuple[float, ...]
+    range_rates_m_s: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.carrier_hz) and self.carrier_hz > 0):
+            raise LocalProtocolError(f"carrier {self.carrier_hz!r} Hz is not a positive frequency")
+        n = len(self.times_s)
+        if n < 2 or len(self.ranges_m) != n or len(self.range_rates_m_s) != n:
+            raise LocalProtocolError(
+                f"{n} times, {len(self.ranges_m)} ranges, {len(self.range_rates_m_s)} rates:"
+                " need at least two samples, as many of each"
+            )
+        values = (*self.times_s, *self.ranges_m, *self.range_rates_m_s)
+        if not all(math.isfinite(v) for v in values):
+            raise LocalProtocolError("a sampled pass's times, ranges and rates must be finite")
+        if any(b <= a for a, b in itertools.pairwise(self.times_s)):
+            raise LocalProtocolError("a sampled pass's times must increase")
+        if min(self.ranges_m) <= 0:
+            raise LocalProtocolError(f"range {min(self.ranges_m)} m is not positive")
+
+    def _segment(self, t: float) -> tuple[int, float, float]:
+        """(k, h, s): t lies in [times[k], times[k + 1]], h long, at fraction s."""
+        times = self.times_s
+        k = min(max(bisect.bisect_right(times, t) - 1, 0), len(times) - 2)
+        h = times[k + 1] - times[k]
+        return k, h, (t - times[k]) / h
+
+    def range_m(self, t: float) -> float:
+        times = self.times_s
+        if t <= times[0]:
+            return self.ranges_m[0] + self.range_rates_m_s[0] * (t - times[0])
+        if t >= times[-1]:
+            return self.ranges_m[-1] + self.range_rates_m_s[-1] * (t - times[-1])
+        k, h, s = self._segment(t)
+        p0, p1 = self.ranges_m[k], self.ranges_m[k + 1]
+        m0, m1 = self.range_rates_m_s[k] * h, self.range_rates_m_s[k + 1] * h
+        s2, s3 = s * s, s * s * s
+        return (
+            (2 * s3 - 3 * s2 + 1) * p0
+            + (s3 - 2 * s2 + s) * m0
+            + (-2 * s3 + 3 * s2) * p1
+            + (s3 - s2) * m1
+        )
+
+    def range_rate_m_s(self, t: float) -> float:
+        times = self.times_s
+        if t <= times[0]:
+            return self.range_rates_m_s[0]
+        if t >= times[-1]:
+            return self.range_rates_m_s[-1]
+        k, h, s = self._segment(t)
+        p0, p1 = self.ranges_m[k], self.ranges_m[k + 1]
+        m0, m1 = self.range_rates_m_s[k] * h, self.range_rates_m_s[k + 1] * h
+        s2 = s * s
+        return (
+            (6 * s2 - 6 * s) * p0
+            + (3 * s2 - 4 * s + 1) * m0
+            + (-6 * s2 + 6 * s) * p1
+            + (3 * s2 - 2 * s) * m1
+        ) / h
+
+    def doppler_hz(self, t: float) -> float:
+        """The carrier's offset at time ``t``: ``-f_c rho' / c``."""
+        return -self.carrier_hz * self.range_rate_m_s(t) / SPEED_OF_LIGHT_M_S
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     """The link carries nothing from ``start`` for ``duration`` seconds (sender time)."""
@@ -232,12 +324,18 @@ class ChannelConfig:
     ebn0_db: float | None = None
     #: coding="conv": probability per unit that one symbol is dropped or inserted.
     slip_probability: float = 0.0
+    #: A delay that changes (a pass's slant range / c): (sender time s, one-way delay
+    #: s) points, times increasing; a unit's delay is read at the end of its
+    #: transmission, linear between points, held at the first and last beyond them.
+    #: Empty: ``delay_s`` throughout.
+    delay_profile: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.rate_bps > 0:
             raise LocalProtocolError(f"rate_bps {self.rate_bps} is not positive")
         if not self.delay_s >= 0:
             raise LocalProtocolError(f"delay_s {self.delay_s} is negative")
+        self._check_delay_profile()
         if not self.reorder_hold_s >= 0:
             raise LocalProtocolError(f"reorder_hold_s {self.reorder_hold_s} is negative")
         for name in (
@@ -257,6 +355,36 @@ class ChannelConfig:
                 f"when burst_probability is {self.burst_probability}"
             )
         self._check_coding()
+
+    def _check_delay_profile(self) -> None:
+        points = self.delay_profile
+        for at, delay in points:
+            if not (math.isfinite(at) and math.isfinite(delay) and delay >= 0):
+                raise LocalProtocolError(
+                    f"delay_profile point ({at}, {delay}): time and delay must be finite,"
+                    " the delay >= 0"
+                )
+        for (t0, d0), (t1, d1) in itertools.pairwise(points):
+            # Arrival times must keep the order of sending: the delay may not shrink
+            # as fast as time passes (a range rate below c does not).
+            if not (t1 > t0 and d1 - d0 > -(t1 - t0)):
+                raise LocalProtocolError(
+                    f"delay_profile points ({t0}, {d0}) then ({t1}, {d1}): times must"
+                    " increase and the delay fall slower than time passes"
+                )
+
+    def delay_at(self, at: float) -> float:
+        """The one-way delay of a unit whose last bit leaves at ``at``."""
+        points = self.delay_profile
+        if not points:
+            return self.delay_s
+        k = bisect.bisect_right(points, at, key=lambda point: point[0])
+        if k == 0:
+            return points[0][1]
+        if k == len(points):
+            return points[-1][1]
+        (t0, d0), (t1, d1) = points[k - 1], points[k]
+        return d0 + (d1 - d0) * (at - t0) / (t1 - t0)
 
     def _check_coding(self) -> None:
         if self.coding not in CODINGS:
@@ -362,7 +490,7 @@ class Channel:
         start = max(now, self._busy_until)
         end = start + bits / cfg.rate_bps
         self._busy_until = end
-        arrival = end + cfg.delay_s
+        arrival = end + cfg.delay_at(end)
         stats.units_sent += 1
         stats.bits_sent += bits
 

@@ -115,7 +115,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linkstack.errors import LocalProtocolError
-from linkstack.radio.channel import SPEED_OF_LIGHT_M_S, LeoPass
+from linkstack.radio.channel import SPEED_OF_LIGHT_M_S, PassGeometry
 
 try:
     import numba
@@ -599,8 +599,9 @@ class PassChannel:
 
     Received sample n, at ``t = start_s + n / sample_rate`` on the pass's time axis,
     is the transmitted stream at its emission time ``t - rho(t) / c``, ``rho`` the
-    slant range of ``geometry`` (:class:`~linkstack.radio.channel.LeoPass`; None: a
-    fixed range), counted by a transmitter clock fast by ``clock_ppm``: at position
+    slant range of ``geometry`` (:class:`~linkstack.radio.channel.LeoPass`, or a
+    :class:`~linkstack.radio.channel.SampledPass` of a contact; None: a fixed range),
+    counted by a transmitter clock fast by ``clock_ppm``: at position
     ``p(n) = fs (1 + ppm 1e-6) (t - rho(t)/c - t0 + rho(t0)/c)`` of the transmitted
     samples (``t0 = start_s``; Blackman-windowed sinc of ``2 half_taps`` taps, as
     :func:`resample`), so that
@@ -639,7 +640,7 @@ class PassChannel:
         modulation: Modulation,
         sps: int,
         rng: np.random.Generator,
-        geometry: LeoPass | None = None,
+        geometry: PassGeometry | None = None,
         start_s: float = 0.0,
         half_taps: int = 8,
     ) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from linkstack.errors import LocalProtocolError
-from linkstack.radio.channel import SPEED_OF_LIGHT_M_S
+from linkstack.radio.channel import SPEED_OF_LIGHT_M_S, SampledPass
 from linkstack.sim.constellation.orbits import Satellite, Window, ecef_km, ecef_one_km
 from linkstack.sim.constellation.stations import GroundStation
 
@@ -291,6 +291,50 @@ def range_rate_km_s(geo: Geometry, p: Pass, times_s: F64) -> F64:
 def doppler_hz(geo: Geometry, p: Pass, times_s: F64, *, carrier_hz: float) -> F64:
     """The received carrier's offset: ``-f_c range' / c`` (positive while approaching)."""
     return -carrier_hz * range_rate_km_s(geo, p, times_s) / SPEED_OF_LIGHT_KM_S
+
+
+#: Half-step of the central difference that gives a sampled pass its range rates, s
+#: (error about h^2 / 6 of the range's third derivative: well under 1 mm/s).
+_SAMPLE_RATE_STEP_S: Final = 0.05
+#: Default spacing of a sampled pass's samples, s.
+DEFAULT_PROFILE_STEP_S: Final = 1.0
+
+
+def sampled_pass(
+    geo: Geometry,
+    p: Pass,
+    *,
+    carrier_hz: float,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    step_s: float = DEFAULT_PROFILE_STEP_S,
+) -> SampledPass:
+    """The pass (from ``start_s`` to ``end_s``, default rise to set) as the radio
+    layer's :class:`~linkstack.radio.channel.SampledPass`: slant range and range rate
+    every ``step_s`` on the window's time axis, for ``PassChannel`` to apply (delay,
+    Doppler, the symbol clock's Doppler)."""
+    begin = p.rise_s if start_s is None else start_s
+    end = p.set_s if end_s is None else end_s
+    if not (math.isfinite(step_s) and step_s > 0):
+        raise LocalProtocolError(f"profile step {step_s} s must be positive")
+    if not (math.isfinite(begin) and math.isfinite(end) and begin < end):
+        raise LocalProtocolError(f"profile [{begin}, {end}] s is not an interval")
+    if begin < p.rise_s or end > p.set_s:
+        raise LocalProtocolError(
+            f"profile [{begin}, {end}] s is outside the pass of {p.satellite} over"
+            f" {p.station}, [{p.rise_s:.3f}, {p.set_s:.3f}] s"
+        )
+    times = np.linspace(begin, end, max(2, math.ceil((end - begin) / step_s) + 1))
+    ranges = slant_range_km(geo, p, times) * 1e3
+    ahead = slant_range_km(geo, p, times + _SAMPLE_RATE_STEP_S)
+    behind = slant_range_km(geo, p, times - _SAMPLE_RATE_STEP_S)
+    rates = (ahead - behind) * 1e3 / (2 * _SAMPLE_RATE_STEP_S)
+    return SampledPass(
+        carrier_hz=carrier_hz,
+        times_s=tuple(float(t) for t in times),
+        ranges_m=tuple(float(r) for r in ranges),
+        range_rates_m_s=tuple(float(r) for r in rates),
+    )
 
 
 # -- inter-satellite links --------------------------------------------------------------------

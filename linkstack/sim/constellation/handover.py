@@ -62,7 +62,10 @@ def plan_config(
     first_token_s: float = 0.023,
     token_interval_s: float = 1 / 44.0,
     ber: float | None = None,
+    delay_profile: tuple[tuple[float, float], ...] = (),
 ) -> MissionConfig:
+    """Both directions cut outside the plan's windows; in them the light time is the
+    plan's longest, or ``delay_profile``'s (sender time, delay) points when given."""
     if not plan:
         raise LocalProtocolError("a contact plan with no contact: no contact")
     link = link_profile(profile)
@@ -71,10 +74,18 @@ def plan_config(
     up, down = link.uplink, link.downlink
     return MissionConfig(
         uplink=dataclasses.replace(
-            up, delay_s=delay, outages=gaps, ber=up.ber if ber is None else ber
+            up,
+            delay_s=delay,
+            delay_profile=delay_profile,
+            outages=gaps,
+            ber=up.ber if ber is None else ber,
         ),
         downlink=dataclasses.replace(
-            down, delay_s=delay, outages=gaps, ber=down.ber if ber is None else ber
+            down,
+            delay_s=delay,
+            delay_profile=delay_profile,
+            outages=gaps,
+            ber=down.ber if ber is None else ber,
         ),
         seed=seed,
         first_token_s=first_token_s,

@@ -46,6 +46,7 @@ from linkstack.console.base import (
     positive_number,
     positive_seconds,
     text_program,
+    usage_errors,
 )
 from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError, LocalProtocolError
@@ -296,10 +297,8 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
     from linkstack.aio import LinkAddress
     from linkstack.inference.protocol import MAX_PROMPT_IDS
 
-    try:
+    with usage_errors():
         LinkAddress.parse(args.link)
-    except LocalProtocolError as exc:
-        raise UsageError(str(exc)) from exc
     host, port = args.http
     if args.api_keys is None and host not in _LOOPBACK_HOSTS:
         raise UsageError(f"--http {host}:{port} is not a loopback address: give --api-keys FILE")
@@ -432,10 +431,8 @@ def _ask(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveLin
     from linkstack.console.recording import check_capture_path
     from linkstack.inference.protocol import PromptRequest
 
-    try:
+    with usage_errors():
         LinkAddress.parse(args.link)
-    except LocalProtocolError as exc:
-        raise UsageError(str(exc)) from exc
     params = wire_params(args)
     check_capture_path(args.capture, force=args.force)
 
@@ -665,21 +662,13 @@ async def _exchange(
 ) -> tuple[Outcome, RecoveryCounters]:
     from groundstation.diagnosis import LinkDiagnosis
     from groundstation.request_ids import RequestIdAllocator
-    from groundstation.session import await_answer, station_link
-    from groundstation.station import GroundStation, Update
+    from groundstation.session import await_answer, keyed_station
+    from groundstation.station import Update
     from linkstack.aio import open_link
     from linkstack.capture.recording import RecordingLink
 
     url = args.link
-    # A management SA in the key file: key management (Set ARSN) on its own TC VC.
-    link_setup = station_link(keys)
-    station = GroundStation(
-        tokenizer,
-        config=link_setup.config,
-        security=link_setup.security,
-        vc_security=link_setup.vc_security,
-        id_source=RequestIdAllocator.default(args.state_dir),
-    )
+    station = keyed_station(tokenizer, keys, id_source=RequestIdAllocator.default(args.state_dir))
     # Received units go to the recorder once it is open (after the link is).
     recording: list[SessionRecorder] = []
 

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from groundstation.diagnosis import Diagnosis
-from groundstation.station import Answer, RequestHandle
+from groundstation.station import Answer, GroundStation, RequestHandle
 from linkstack.endpoints import LinkConfig, route_key_management
 from linkstack.errors import LinkError
 
 if TYPE_CHECKING:
+    from groundstation.station import IdSource
+    from linkstack.inference.tokenizer import Tokenizer
     from linkstack.sdls import LinkSecurity
     from linkstack.sdls.keystore import RoleSecurity
 
@@ -87,6 +89,22 @@ def station_link(keys: RoleSecurity | None, config: LinkConfig | None = None) ->
         route_key_management(config, keys.management_sa),
         keys.security,
         keys.vc_security or None,
+    )
+
+
+def keyed_station(
+    tokenizer: Tokenizer, keys: RoleSecurity | None, *, id_source: IdSource | None
+) -> GroundStation:
+    """A :class:`GroundStation` on :func:`station_link` of ``keys``: with a management SA
+    in the key file, key management (Set ARSN) on its own TC VC.  ``groundstation ask``
+    and the gateway build their station so."""
+    setup = station_link(keys)
+    return GroundStation(
+        tokenizer,
+        config=setup.config,
+        security=setup.security,
+        vc_security=setup.vc_security,
+        id_source=id_source,
     )
 
 

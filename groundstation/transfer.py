@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from linkstack.aio.filestore import RootedFilestore
-from linkstack.cfdp.entity import CfdpConfig, CfdpEntity, IncomingFile, Refusal, TransferFinished
+from linkstack.cfdp.entity import (
+    CfdpConfig,
+    CfdpEntity,
+    IncomingFile,
+    Refusal,
+    TransferFinished,
+    default_cfdp_config,
+)
 from linkstack.cfdp.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -45,7 +52,7 @@ from linkstack.cfdp.manifest import (
     check_relative_path,
     manifest_key,
 )
-from linkstack.cfdp.wire import CFDP_APID, GROUND_ENTITY_ID, SPACECRAFT_ENTITY_ID
+from linkstack.cfdp.wire import CFDP_APID, CONTROL_PREFIX, GROUND_ENTITY_ID, SPACECRAFT_ENTITY_ID
 from linkstack.console.base import (
     EXIT_FAILED,
     EXIT_OK,
@@ -55,12 +62,12 @@ from linkstack.console.base import (
     add_verbose_option,
     os_cause,
     positive_seconds,
+    usage_errors,
 )
 from linkstack.endpoints import CfdpPduReceived, GroundEndpoint, LinkConfig
 from linkstack.errors import LinkError, LocalProtocolError
 
 PROG: Final = "groundstation"
-CONTROL_PREFIX: Final = ".ctl/"
 DEFAULT_TIMEOUT_S: Final = 600.0
 #: The file of the ground's next CFDP transaction sequence number, in the state dir.
 SEQUENCE_FILE: Final = "cfdp-sequence"
@@ -68,15 +75,7 @@ SEQUENCE_FILE: Final = "cfdp-sequence"
 
 def ground_cfdp_config() -> CfdpConfig:
     """The ground entity's CFDP parameters (the spacecraft's mirror them)."""
-    return CfdpConfig(
-        local_id=GROUND_ENTITY_ID,
-        remote_id=SPACECRAFT_ENTITY_ID,
-        max_pdu_length=4050,
-        ack_timer_s=10.0,
-        ack_limit=30,
-        nak_timer_s=5.0,
-        nak_limit=30,
-    )
+    return default_cfdp_config(local_id=GROUND_ENTITY_ID, remote_id=SPACECRAFT_ENTITY_ID)
 
 
 class TransferError(LinkError):
@@ -370,10 +369,8 @@ async def _session(
 ) -> Any:
     from linkstack.aio import LinkAddress, open_link
 
-    try:
+    with usage_errors():
         LinkAddress.parse(args.link)
-    except LocalProtocolError as exc:
-        raise UsageError(str(exc)) from exc
     security = None
     keys = None
     if args.keys is not None:

@@ -37,6 +37,7 @@ from linkstack.console.base import (
     positive_int,
     positive_number,
     text_program,
+    usage_errors,
 )
 from linkstack.console.options import add_generation_options, wire_params
 from linkstack.errors import LinkError
@@ -239,12 +240,9 @@ def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, live: LiveL
 
     from linkstack.aio import LinkAddress
     from linkstack.console.recording import check_capture_path
-    from linkstack.errors import LocalProtocolError
 
-    try:
+    with usage_errors():
         LinkAddress.parse(args.link)
-    except LocalProtocolError as exc:
-        raise UsageError(str(exc)) from exc
     check_capture_path(args.capture, force=args.force)
     keys: RoleSecurity | None = None
     if args.keys is not None:

@@ -36,31 +36,16 @@ from linkstack.cfdp.entity import (
     IncomingFile,
     Refusal,
     TransferFinished,
+    default_cfdp_config,
 )
 from linkstack.cfdp.manifest import MANIFEST_NAME, ManifestError, check_name, check_relative_path
-from linkstack.cfdp.wire import GROUND_ENTITY_ID, SPACECRAFT_ENTITY_ID
+from linkstack.cfdp.wire import CONTROL_PREFIX, GROUND_ENTITY_ID, SPACECRAFT_ENTITY_ID
 from onboard.store import ModelStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-#: Destination prefix of the ground's requests and of their replies.
-CONTROL_PREFIX: Final = ".ctl/"
 #: A request or reply file is small; anything larger is refused.
 MAX_CONTROL_OCTETS: Final = 64 * 1024
-
-
-def default_cfdp_config(*, local_id: int, remote_id: int) -> CfdpConfig:
-    """CFDP parameters of the live programs: PDUs of 4 KB (4 TC frames), timers sized
-    for a ground pass (positive ACK 10 s x 30, NAK 5 s x 30)."""
-    return CfdpConfig(
-        local_id=local_id,
-        remote_id=remote_id,
-        max_pdu_length=4050,
-        ack_timer_s=10.0,
-        ack_limit=30,
-        nak_timer_s=5.0,
-        nak_limit=30,
-    )
 
 
 class _StoreFilestore(RootedFilestore):

@@ -14,11 +14,9 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,41 +26,13 @@ from typing import Any
 import pytest
 
 from linkstack.sdls.keystore import generate_key_file
+from tests.test_onboard_serve import Server, free_port, onboard, python_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 120.0
 ASK = ["--max-new-tokens", "10", "--seed", "7", "--temperature", "0"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if line.startswith("onboard: serving on "):
-                self.ready.set()
-        self.ready.set()
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
 
 
 @dataclass
@@ -77,17 +47,10 @@ class Rig:
     def serve(self, *extra: str) -> Server:
         argv = ["serve", "--link", self.url, "--store", str(self.store), *extra]
         argv += ["--manifest-keys", str(self.keys), "--device", "cpu"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "onboard.cli", *argv],
-            cwd=ROOT,
-            env=self.env,
-            text=True,
-            stderr=subprocess.PIPE,
-        )
-        server = Server(process)
+        server = Server(onboard(*argv, env=self.env, stderr=subprocess.PIPE))
         self.servers.append(server)
-        assert server.ready.wait(READY_TIMEOUT), "no ready line"
-        assert process.poll() is None, "".join(server.lines)
+        server.wait_ready()
+        assert server.process.poll() is None, server.text()
         return server
 
     def ground(self, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -125,11 +88,10 @@ def _checkpoint(directory: Path, seed: int | None) -> Path:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory, xdg_cache_root: Path) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("cfdp-programs")
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
+    env = python_env(xdg_cache_root)
     keys = tmp / "keys.json"
     generate_key_file(keys)
-    rig = Rig(tmp, env, f"tcp://127.0.0.1:{_free_port()}", tmp / "store", keys)
+    rig = Rig(tmp, env, f"tcp://127.0.0.1:{free_port(socket.SOCK_STREAM)}", tmp / "store", keys)
     (rig.store / "outbox" / "logs").mkdir(parents=True)
     (rig.store / "outbox" / "logs" / "serve.log").write_bytes(b"boot ok\n" * 1000)
     yield rig

@@ -29,6 +29,7 @@ from linkstack.radio.receiver import CaduReceived, IqReceiver, IqTransmitter, Sy
 from linkstack.sim.constellation.contacts import Geometry, Pass, find_passes, sampled_pass
 from linkstack.sim.constellation.orbits import Window, load_tle, shipped_epoch
 from linkstack.sim.constellation.stations import load_stations
+from tests.test_modem import through_pass
 
 TLE_TEXT = (
     Path(__file__).parent.parent
@@ -102,16 +103,7 @@ def test_iq_through_the_contact_decodes(
         start_s=start,
     )
     receiver = IqReceiver(config, sample_rate=baud * sps, modulation=modulation, sps=sps)  # type: ignore[arg-type]
-    for first in range(0, len(frames), 32):
-        receiver.receive_samples(
-            channel.process(transmitter.transmit(frames[first : first + 32]).samples)
-        )
-    receiver.receive_samples(channel.process(transmitter.flush()))
-    receiver.receive_samples(channel.flush())
-    receiver.flush()
-    events = []
-    while (event := receiver.next_event()) is not None:
-        events.append(event)
+    events = through_pass(transmitter, channel, receiver, frames)
     assert [e.event for e in events if isinstance(e, SyncChanged)] == ["locked"]
     cadus = [e for e in events if isinstance(e, CaduReceived)]
     assert [c.frame for c in cadus] == frames

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import httpx
 import pytest
 
 from groundstation.gateway.auth import add_key
+from tests.test_onboard_serve import Program, Server, free_port, onboard, python_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,52 +45,12 @@ REFERENCE_ARGS = ["--seed", "42", "--temperature", "0.8", "--top-p", "0.95"]
 REFERENCE_ARGS += ["--max-new-tokens", "12", "--device", "cpu"]
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Process:
-    """A server process; a thread collects its stderr lines and finds its ready line."""
-
-    process: subprocess.Popen[str]
-    ready_prefix: str
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
-
-    def __post_init__(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if line.startswith(self.ready_prefix):
-                self.url = line.removeprefix(self.ready_prefix).split()[0]
-                self.ready.set()
-        self.ready.set()
-
-    def wait_ready(self) -> str:
-        assert self.ready.wait(READY_TIMEOUT), "no ready line"
-        assert self.url, f"exited before serving: {''.join(self.lines)}"
-        return self.url
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
-
-
 @dataclass
 class Setup:
     url: str
     tokens: dict[str, str]
-    gateway: Process
-    spacecraft: Process
+    gateway: Program
+    spacecraft: Server
     reference: subprocess.Popen[str]
     env: dict[str, str]
 
@@ -120,8 +79,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(xdg_cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("gateway")
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
+    env = python_env(xdg_cache_root)
     env["XDG_STATE_HOME"] = str(tmp / "state")
     keys = tmp / "api-keys.json"
     tokens = {
@@ -130,37 +88,19 @@ def setup(xdg_cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "ops": add_key(keys, "ops", requests_per_minute=100_000, operator=True),
     }
     link = f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
-    spacecraft = Process(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "onboard.cli",
-                "serve",
-                "--link",
-                link,
-                "--device",
-                "cpu",
-                "--max-queue",
-                "8",
-                "--housekeeping-interval",
-                "1",
-            ],
-            cwd=ROOT,
+    spacecraft = Server(
+        onboard(
+            *("serve", "--link", link, "--device", "cpu", "--max-queue", "8"),
+            *("--housekeeping-interval", "1"),
             env=env,
-            text=True,
             stderr=subprocess.PIPE,
         ),
-        "onboard: serving on ",
+        ready_timeout=READY_TIMEOUT,
     )
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "onboard.cli", "generate", "hi", "--json", *REFERENCE_ARGS],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
+    reference = onboard(
+        "generate", "hi", "--json", *REFERENCE_ARGS, env=env, stdout=subprocess.PIPE
     )
-    gateway = Process(
+    gateway = Program(
         subprocess.Popen(
             [
                 sys.executable,
@@ -182,10 +122,11 @@ def setup(xdg_cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             stderr=subprocess.PIPE,
         ),
         "groundstation: serving ",
+        ready_timeout=READY_TIMEOUT,
     )
     try:
         spacecraft.wait_ready()
-        url = gateway.wait_ready()
+        url = gateway.wait_url()
         yield Setup(url, tokens, gateway, spacecraft, reference, env)
     finally:
         for proc in (gateway, spacecraft):

@@ -24,14 +24,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from linkstack.aio.zmq_link import ZmqLink
 from linkstack.cli.main import Streams
 from linkstack.cli.main import main as linkstack_main
 from linkstack.sdls.keystore import generate_key_file
+from tests.test_onboard_serve import Program, onboard, python_env
 from tests.test_zmq_link import (
     EXAMPLE,
     SYSTEM_PYTHON,
@@ -67,61 +65,6 @@ ASK_TIMEOUT = 240
 CHUNK = 8192
 
 
-@dataclass
-class Program:
-    """A running process; a thread collects its lines and sets ``ready`` on the first
-    line starting with ``marker`` (or when the process ends)."""
-
-    process: subprocess.Popen[str]
-    marker: str
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-    ready_line: str = ""
-
-    def __post_init__(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        stream = self.process.stderr or self.process.stdout
-        assert stream is not None
-        for line in stream:
-            self.lines.append(line)
-            if not self.ready_line and line.startswith(self.marker):
-                self.ready_line = line
-                self.ready.set()
-        self.ready.set()
-
-    def wait_ready(self) -> str:
-        assert self.ready.wait(READY_TIMEOUT), f"no {self.marker!r} line: {self.text()}"
-        assert self.ready_line, f"ended before {self.marker!r}: {self.text()}"
-        return self.ready_line
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, signum: int) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        return self.process.wait(timeout=60)
-
-
-def python_env(xdg_cache_root: Path) -> dict[str, str]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def linkstack_program(module: str, *argv: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *argv],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.fixture
 def live_link(
     tmp_path: Path, xdg_cache_root: Path, qwen3_tokenizer: object
@@ -133,33 +76,29 @@ def live_link(
         pytest.skip(reason)
     ends = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("sc_tx", "gs_rx", "gs_tx", "sc_rx")}
     env = python_env(xdg_cache_root)
-    channel = Program(
-        subprocess.Popen(
-            [
-                str(SYSTEM_PYTHON),
-                str(EXAMPLE),
-                *("--downlink-in", ends["sc_tx"], "--downlink-out", ends["gs_rx"]),
-                *("--uplink-in", ends["gs_tx"], "--uplink-out", ends["sc_rx"]),
-                *("--ebn0", "6", "--freq-offset", "0.0005", "--timing-ppm", "20"),
-                *("--uplink-ebn0", "9", "--uplink-freq-offset", "-0.0003"),
-                *("--uplink-timing-ppm", "-30", "--seed", "11"),
-            ],
-            env=system_env(tmp_path),
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        ),
-        "channel: ",
+    channel = channel_program(
+        tmp_path,
+        ends,
+        *("--ebn0", "6", "--freq-offset", "0.0005", "--timing-ppm", "20"),
+        *("--uplink-ebn0", "9", "--uplink-freq-offset", "-0.0003"),
+        *("--uplink-timing-ppm", "-30", "--seed", "11"),
     )
     spacecraft_url = f"zmq://?tx={ends['sc_tx']}&rx={ends['sc_rx']}"
     serve = Program(
-        linkstack_program(
-            "onboard.cli", "serve", "--link", spacecraft_url, "--device", "cpu", env=env
+        onboard(
+            *("serve", "--link", spacecraft_url, "--device", "cpu"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         ),
         "onboard: serving on ",
+        ready_timeout=READY_TIMEOUT,
     )
-    reference = linkstack_program(
-        "onboard.cli", "generate", "hi", "--json", *GENERATION, "--device", "cpu", env=env
+    reference = onboard(
+        *("generate", "hi", "--json", *GENERATION, "--device", "cpu"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         yield ends, channel, serve, reference
@@ -227,9 +166,9 @@ def doppler_hz(
     return result
 
 
-def start_channel(tmp_path: Path, ends: dict[str, str], *argv: str) -> Program:
-    """The flowgraph, both paths, with these options; its ready line awaited."""
-    channel = Program(
+def channel_program(tmp_path: Path, ends: dict[str, str], *argv: str) -> Program:
+    """The flowgraph, both paths, with these options, started."""
+    return Program(
         subprocess.Popen(
             [
                 str(SYSTEM_PYTHON),
@@ -244,7 +183,13 @@ def start_channel(tmp_path: Path, ends: dict[str, str], *argv: str) -> Program:
             stderr=subprocess.STDOUT,
         ),
         "channel: ",
+        ready_timeout=READY_TIMEOUT,
     )
+
+
+def start_channel(tmp_path: Path, ends: dict[str, str], *argv: str) -> Program:
+    """The flowgraph, both paths, with these options; its ready line awaited."""
+    channel = channel_program(tmp_path, ends, *argv)
     channel.wait_ready()
     return channel
 

@@ -93,6 +93,24 @@ def frames_from(modulation: Modulation, soft: np.ndarray) -> list[bytes]:
     return frames
 
 
+def through_pass(
+    transmitter: IqTransmitter, channel: PassChannel, receiver: IqReceiver, frames: list[bytes]
+) -> list[object]:
+    """The frames through the transmitter, 32 at a time, then the channel and the
+    receiver, everything flushed: the receiver's events."""
+    for first in range(0, len(frames), 32):
+        receiver.receive_samples(
+            channel.process(transmitter.transmit(frames[first : first + 32]).samples)
+        )
+    receiver.receive_samples(channel.process(transmitter.flush()))
+    receiver.receive_samples(channel.flush())
+    receiver.flush()
+    events = []
+    while (event := receiver.next_event()) is not None:
+        events.append(event)
+    return events
+
+
 def random_chunks(total: int, seed: int) -> Iterator[slice]:
     rng = np.random.default_rng(seed)
     start = 0
@@ -716,16 +734,7 @@ def test_windows_of_the_full_scale_pass(
         start_s=start_s,
     )
     receiver = IqReceiver(config, sample_rate=baud * sps, modulation=modulation, sps=sps)
-    for first in range(0, len(frames), 32):
-        receiver.receive_samples(
-            channel.process(transmitter.transmit(frames[first : first + 32]).samples)
-        )
-    receiver.receive_samples(channel.process(transmitter.flush()))
-    receiver.receive_samples(channel.flush())
-    receiver.flush()
-    events = []
-    while (event := receiver.next_event()) is not None:
-        events.append(event)
+    events = through_pass(transmitter, channel, receiver, frames)
     assert [e.event for e in events if isinstance(e, SyncChanged)] == ["locked"]
     cadus = [e for e in events if isinstance(e, CaduReceived)]
     # Both acquire within the transmitter's 1024 idle symbols and its lead (1024 bits

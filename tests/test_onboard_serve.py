@@ -53,6 +53,14 @@ def free_port(kind: socket.SocketKind) -> int:
         return port
 
 
+def python_env(xdg_cache_root: Path) -> dict[str, str]:
+    """The environment of a program under test: this checkout first on the path, the
+    session's model cache, no network for the hub."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
 def onboard(*argv: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "onboard.cli", *argv],
@@ -64,37 +72,56 @@ def onboard(*argv: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen[
 
 
 @dataclass
-class Server:
-    """A running ``onboard serve``; a thread collects its stderr lines."""
+class Program:
+    """A running process; a thread collects the lines of its stderr (of its stdout where
+    stderr is not piped) and sets ``ready`` on the first line starting with ``marker``,
+    or when the process ends.  The process-level tests of the programs share it."""
 
     process: subprocess.Popen[str]
+    marker: str
     lines: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
+    ready_line: str = ""
+    ready_timeout: float = READY_TIMEOUT
 
     def __post_init__(self) -> None:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+        stream = self.process.stderr or self.process.stdout
+        assert stream is not None
+        for line in stream:
             self.lines.append(line)
-            if line.startswith("onboard: serving on "):
-                self.url = line.split()[3]
+            if not self.ready_line and line.startswith(self.marker):
+                self.ready_line = line
                 self.ready.set()
         self.ready.set()  # the process ended: stop waiting
 
     def wait_ready(self) -> str:
-        assert self.ready.wait(READY_TIMEOUT), "no ready line"
-        assert self.url, f"exited before serving: {''.join(self.lines)}"
-        return self.url
+        """The ready line, once it came (fails if the process ended first)."""
+        assert self.ready.wait(self.ready_timeout), f"no {self.marker!r} line: {self.text()}"
+        assert self.ready_line, f"ended before {self.marker!r}: {self.text()}"
+        return self.ready_line
 
-    def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
+    def wait_url(self) -> str:
+        """The first word after the marker: where a server says it serves."""
+        return self.wait_ready().removeprefix(self.marker).split()[0]
 
-    def stderr(self) -> str:
+    def text(self) -> str:
         return "".join(self.lines)
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum`` unless the process has ended; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+
+@dataclass
+class Server(Program):
+    """A running ``onboard serve``."""
+
+    marker: str = "onboard: serving on "
 
 
 @dataclass
@@ -105,8 +132,7 @@ class Processes:
 
 @pytest.fixture(scope="module")
 def processes(qwen3_tokenizer: Tokenizer, xdg_cache_root: Path) -> Iterator[Processes]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
+    env = python_env(xdg_cache_root)
     servers = {}
     for scheme, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
         url = f"{scheme}://127.0.0.1:{free_port(kind)}"
@@ -135,7 +161,7 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
     scheme: str, processes: Processes, reference_run: dict[str, Any]
 ) -> None:
     server = processes.servers[scheme]
-    url = server.wait_ready()
+    url = server.wait_url()
     assert url.startswith(f"{scheme}://127.0.0.1:")
     station = Station(LinkConfig())
     station.link = await open_link(url, role="ground", on_receive=station.receive)
@@ -169,8 +195,8 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
         assert ids == reference_run["generated_ids"]
     finally:
         station.link.close()
-    assert server.interrupt() == 0
-    log = server.stderr()
+    assert server.stop() == 0
+    log = server.text()
     assert "Traceback" not in log
     assert "request 1: MAX_TOKENS, 12 ids" in log or "request 1: STOP_ID" in log
     assert "uplink packet dropped: truncated" in log
@@ -183,7 +209,10 @@ async def test_serve_over_a_real_link_matches_onboard_generate(
         (["serve", "--link", "ftp://x"], "scheme must be tcp:// or udp://, got 'ftp'"),
         (["serve", "--link", "udp://127.0.0.1"], "expected udp://HOST:PORT"),
         (["serve", "--link", "tcp://h:1", "--downlink-rate", "0"], "0 is not a positive number"),
-        (["serve", "--link", "tcp://h:1", "--max-queue", "0"], "--max-queue/--queue: 0 must be 1 or more"),
+        (
+            ["serve", "--link", "tcp://h:1", "--max-queue", "0"],
+            "--max-queue/--queue: 0 must be 1 or more",
+        ),
         (["serve"], "the following arguments are required: --link"),
     ],
 )

@@ -80,7 +80,49 @@ def prompt(request_id: int) -> PromptRequest:
     )
 
 
-class Link2:
+class SteppedLink:
+    """A ground and a spacecraft endpoint on a fake clock: what the spacecraft delivers,
+    drops and sets, and :meth:`run`, which fires FOP-1's T1 whenever it is due.  A
+    subclass builds the two ends and says what one :meth:`step` carries."""
+
+    now: float
+    ground: GroundEndpoint
+    ground_role: RoleSecurity
+    spacecraft_role: RoleSecurity
+    delivered: list[Message]
+    drops: list[Dropped]
+    arsn_set: list[ArsnSet]
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def record(self, event: object) -> None:
+        """File one spacecraft event under what it is."""
+        if isinstance(event, MessageReceived):
+            self.delivered.append(event.message)
+        elif isinstance(event, Dropped):
+            self.drops.append(event)
+        elif isinstance(event, ArsnSet):
+            self.arsn_set.append(event)
+
+    def run(self, seconds: float) -> None:
+        """Step the link, firing FOP-1's T1 whenever it is due, for ``seconds``."""
+        end = self.now + seconds
+        while self.now < end:
+            self.step()
+            timer = self.ground.get_timer()
+            self.now = min(end, timer if timer is not None else end)
+            self.ground.handle_timer(self.now)
+        self.step()
+
+    def highest(self, spi: int = 1) -> int | None:
+        return self.spacecraft_role.security.table.highest_arsn(spi)
+
+    def next_arsn(self) -> int:
+        return self.ground_role.security.counter.next_value
+
+
+class Link2(SteppedLink):
     """A ground and a spacecraft endpoint built from the key file, as the programs do."""
 
     def __init__(self, keys: Path, *, now: float = 0.0) -> None:
@@ -125,28 +167,7 @@ class Link2:
 
     def collect(self) -> None:
         while (event := self.spacecraft.next_event()) is not None:
-            if isinstance(event, MessageReceived):
-                self.delivered.append(event.message)
-            elif isinstance(event, Dropped):
-                self.drops.append(event)
-            elif isinstance(event, ArsnSet):
-                self.arsn_set.append(event)
-
-    def run(self, seconds: float) -> None:
-        """Step the link, firing FOP-1's T1 whenever it is due, for ``seconds``."""
-        end = self.now + seconds
-        while self.now < end:
-            self.step()
-            timer = self.ground.get_timer()
-            self.now = min(end, timer if timer is not None else end)
-            self.ground.handle_timer(self.now)
-        self.step()
-
-    def highest(self, spi: int = 1) -> int | None:
-        return self.spacecraft_role.security.table.highest_arsn(spi)
-
-    def next_arsn(self) -> int:
-        return self.ground_role.security.counter.next_value
+            self.record(event)
 
 
 def drop_reasons(drops: list[Dropped]) -> list[str]:

@@ -28,7 +28,7 @@ from linkstack.sdls import KeyMaterial, KeyRing
 from linkstack.sdls.keystore import generate_key_file, load_key_file, write_key_file
 from onboard.cli import main as onboard_main
 from tests.test_cli_demo import reference, run_demo
-from tests.test_onboard_serve import ROOT, Server, free_port, onboard
+from tests.test_onboard_serve import ROOT, Server, free_port, onboard, python_env
 
 if TYPE_CHECKING:
     from onboard.model import ModelHandle
@@ -204,16 +204,19 @@ def test_an_unusable_key_file_is_refused(
 # -- onboard serve --keys and groundstation ask --keys over UDP ------------------------------
 
 
+def serve_with_keys(keys: Path, xdg_cache_root: Path) -> Server:
+    """``onboard serve --keys`` on a free UDP port of 127.0.0.1, started."""
+    url = f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+    argv = ["serve", "--link", url, "--device", "cpu", "--keys", str(keys)]
+    return Server(onboard(*argv, env=python_env(xdg_cache_root), stderr=subprocess.PIPE))
+
+
 def test_serve_and_ask_with_keys_over_udp(
     embedded_model: ModelHandle, xdg_cache_root: Path, keys: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
-    url = f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
-    argv = ["serve", "--link", url, "--device", "cpu", "--keys", str(keys)]
-    server = Server(onboard(*argv, env=env, stderr=subprocess.PIPE))
+    server = serve_with_keys(keys, xdg_cache_root)
     try:
-        url = server.wait_ready()
+        url = server.wait_url()
         capture = tmp_path / "ask.pcapng"
         out, err = io.StringIO(), io.StringIO()
         ask = ["ask", "hi", "--link", url, "--json", "--max-new-tokens", "12", "--timeout", "60"]
@@ -253,8 +256,8 @@ def test_serve_and_ask_with_keys_over_udp(
         assert wrong_record["received_ids"] == []
         assert_no_key(wrong, out.getvalue(), err.getvalue())
     finally:
-        code = server.interrupt()
-    log = server.stderr()
+        code = server.stop()
+    log = server.text()
     assert code == 0, log
     assert "Traceback" not in log
     stop = re.search(r"SDLS on, (\d+) MAC failures", log)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +22,6 @@ from groundstation.session import station_link
 from linkstack.endpoints import (
     GroundEndpoint,
     LinkConfig,
-    MessageReceived,
     SpacecraftEndpoint,
     TcRoute,
     route_key_management,
@@ -54,7 +50,8 @@ from linkstack.sdls.keystore import (
 )
 from tests.test_cli_demo import reference, run_demo
 from tests.test_cli_keys import run as run_linkstack
-from tests.test_onboard_serve import ROOT, Server, free_port, onboard
+from tests.test_sdls_arsn import SteppedLink
+from tests.test_sdls_programs import serve_with_keys
 
 if TYPE_CHECKING:
     from onboard.model import ModelHandle
@@ -92,7 +89,7 @@ def exchange(ground: GroundEndpoint, spacecraft: SpacecraftEndpoint, now: float)
     return events
 
 
-class ProgramLink:
+class ProgramLink(SteppedLink):
     """Both ends built from one key file the way the programs build them, on a fake
     clock: the ground as ``groundstation ask`` (``station_link``), the spacecraft as
     ``onboard serve`` (``route_key_management``), each with its own counter file."""
@@ -126,12 +123,7 @@ class ProgramLink:
                 self.spacecraft.receive_bytes(cltu, self.now)
         while (event := self.spacecraft.next_event()) is not None:
             self.events.append(event)
-            if isinstance(event, MessageReceived):
-                self.delivered.append(event.message)
-            elif isinstance(event, Dropped):
-                self.drops.append(event)
-            elif isinstance(event, ArsnSet):
-                self.arsn_set.append(event)
+            self.record(event)
         for _ in range(2):  # the CLCWs of both TC VCs take turns in the OCF
             cadu = self.spacecraft.next_cadu()
             if self.uplink_up:
@@ -139,21 +131,6 @@ class ProgramLink:
         while (ground_event := self.ground.next_event()) is not None:
             if isinstance(ground_event, ArsnReported):
                 self.reports.append(ground_event)
-
-    def run(self, seconds: float) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.step()
-            timer = self.ground.get_timer()
-            self.now = min(end, timer if timer is not None else end)
-            self.ground.handle_timer(self.now)
-        self.step()
-
-    def highest(self, spi: int = 1) -> int | None:
-        return self.spacecraft_role.security.table.highest_arsn(spi)
-
-    def next_arsn(self) -> int:
-        return self.ground_role.security.counter.next_value
 
     def reasons(self) -> list[str]:
         return [f"{d.layer}/{d.reason}" for d in self.drops]
@@ -414,13 +391,9 @@ def test_serve_and_three_asks_with_a_window_of_5_over_udp(
     restart): it resumes at its counter-file mark, inside the spacecraft's window of 5,
     and both programs put key management on VC 1 (else no CLCW of VC 1 would match)."""
     keys = cryptolib_keys(tmp_path)
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_root), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = str(ROOT)
-    url = f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
-    argv = ["serve", "--link", url, "--device", "cpu", "--keys", str(keys)]
-    server = Server(onboard(*argv, env=env, stderr=subprocess.PIPE))
+    server = serve_with_keys(keys, xdg_cache_root)
     try:
-        url = server.wait_ready()
+        url = server.wait_url()
         for prompt_text in ("hi", "and again", "once more"):
             out, err = io.StringIO(), io.StringIO()
             ask = ["ask", prompt_text, "--link", url, "--json", "--max-new-tokens", "6"]
@@ -432,8 +405,8 @@ def test_serve_and_three_asks_with_a_window_of_5_over_udp(
             assert record["received_ids"] == list(reference(embedded_model, record))
             assert record["security"]["drops"] == {}
     finally:
-        code = server.interrupt()
-    log = server.stderr()
+        code = server.stop()
+    log = server.text()
     assert code == 0, log
     assert "too-far-ahead" not in log and "Traceback" not in log
     # Three grounds, each reserving 4 IVs at a time: the window moved past the

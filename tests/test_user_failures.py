@@ -137,7 +137,7 @@ def test_peer_down_is_reported_at_once(env: dict[str, str]) -> None:
 def test_ground_without_keys_against_a_protected_spacecraft(
     servers: dict[str, Server], env: dict[str, str]
 ) -> None:
-    code, _, err, elapsed = ask(servers["keyed"].wait_ready(), "--json", env=env)
+    code, _, err, elapsed = ask(servers["keyed"].wait_url(), "--json", env=env)
     assert code == 1
     assert "the spacecraft probably protects its downlink with SDLS" in err
     assert "give this ground the same --keys" in err
@@ -147,7 +147,7 @@ def test_ground_without_keys_against_a_protected_spacecraft(
 def test_ground_with_other_keys_reports_mac_failures(
     servers: dict[str, Server], env: dict[str, str], keys: tuple[Path, Path]
 ) -> None:
-    url = servers["keyed"].wait_ready()
+    url = servers["keyed"].wait_url()
     code, out, err, _ = ask(url, "--keys", str(keys[1]), "--json", env=env)
     assert code == 1
     assert f"failed their MAC: it protects them with other keys than {keys[1]}" in err
@@ -159,7 +159,7 @@ def test_ground_with_other_keys_reports_mac_failures(
 def test_ground_with_keys_against_a_plain_spacecraft(
     servers: dict[str, Server], env: dict[str, str], keys: tuple[Path, Path]
 ) -> None:
-    url = servers["plain"].wait_ready()
+    url = servers["plain"].wait_url()
     code, _, err, _ = ask(url, "--keys", str(keys[0]), env=env)
     assert code == 1
     assert "refused by SDLS (sdls/unknown-spi): is it running without --keys" in err
@@ -168,7 +168,7 @@ def test_ground_with_keys_against_a_plain_spacecraft(
 def test_verbose_logs_never_enter_the_answer(
     servers: dict[str, Server], env: dict[str, str]
 ) -> None:
-    url = servers["plain"].wait_ready()
+    url = servers["plain"].wait_url()
     code, out, err, _ = ask(url, "-v", "--max-new-tokens", "8", env=env)
     assert code == 0, err
     quiet = ask(url, "--max-new-tokens", "8", env=env)
@@ -180,7 +180,7 @@ def test_verbose_logs_never_enter_the_answer(
 def test_json_record_has_the_promised_fields_per_end(
     servers: dict[str, Server], env: dict[str, str]
 ) -> None:
-    url = servers["plain"].wait_ready()
+    url = servers["plain"].wait_url()
     first = json.loads(ask(url, "--json", "--max-new-tokens", "4", env=env)[1])
     second = json.loads(ask(url, "--json", "--max-new-tokens", "4", env=env)[1])
     for record in (first, second):
@@ -212,7 +212,7 @@ def _read_until_text(process: subprocess.Popen[str], seen: threading.Event) -> l
 def test_ctrl_c_cancels_on_board_and_frees_the_spacecraft(
     servers: dict[str, Server], env: dict[str, str]
 ) -> None:
-    url = servers["slow"].wait_ready()
+    url = servers["slow"].wait_url()
     process = program(
         "groundstation", "ask", "hello", "--link", url, "--max-new-tokens", "3000",
         "--timeout", "300", env=env,

@@ -22,19 +22,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from linkstack.errors import LocalProtocolError
+from linkstack.sdls.keystore import KeyFileError, read_private_json, write_private_file
 
 API_KEYS_FORMAT: Final = "linkstack-api-keys-1"
 TOKEN_PREFIX: Final = "lsk-"
 _TOKEN_OCTETS: Final = 32
-_FILE_MODE: Final = 0o600
 _MAX_FILE_OCTETS: Final = 1 << 20
 #: Requests per minute of a key whose entry gives none.
 DEFAULT_REQUESTS_PER_MINUTE: Final = 60
@@ -121,28 +119,9 @@ def _parse(data: object, path: Path) -> tuple[ApiKey, ...]:
 
 def _read_private(path: Path) -> Any:
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise ApiKeyFileError(f"cannot open API key file {path}: {exc.strerror}") from None
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            raise ApiKeyFileError(
-                f"API key file {path} has mode {mode:04o}; group/others must have no access"
-                f" (chmod 600 {path})"
-            )
-        data = os.read(fd, _MAX_FILE_OCTETS + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_FILE_OCTETS:
-        raise ApiKeyFileError(f"API key file {path} is over {_MAX_FILE_OCTETS} octets")
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        position = getattr(exc, "pos", getattr(exc, "start", "?"))
-        raise ApiKeyFileError(
-            f"API key file {path} is not valid JSON (at octet {position})"
-        ) from None
+        return read_private_json(path, "API key file", max_octets=_MAX_FILE_OCTETS)
+    except KeyFileError as exc:
+        raise ApiKeyFileError(str(exc)) from None
 
 
 def write_keys(path: Path | str, keys: tuple[ApiKey, ...]) -> None:
@@ -160,19 +139,7 @@ def write_keys(path: Path | str, keys: tuple[ApiKey, ...]) -> None:
             for k in keys
         ],
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-    try:
-        try:
-            os.fchmod(fd, _FILE_MODE)
-            os.write(fd, (json.dumps(record, indent=2) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private_file(path, json.dumps(record, indent=2) + "\n", overwrite=True)
 
 
 def add_key(

@@ -394,30 +394,12 @@ def parse_chat(body: object, ctx: ParseContext) -> CompletionJob:
     _check_keys(body, _CHAT_KEYS, "chat")
     model = _model(body, ctx)
     turns = _turns(body.get("messages"))
-    stream, include_usage = _stream(body)
-    if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
-        raise invalid("give 'max_tokens' or 'max_completion_tokens', not both", "max_tokens")
-    max_tokens = _integer(body, "max_completion_tokens", 1, MAX_NEW_TOKENS)
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1, MAX_NEW_TOKENS)
-    stop = _stop(body)
-    params = _params(body, ctx, max_tokens)
+    sampling = _sampling(body, ctx, chat=True)
     try:
         prompt_ids = chat_prompt_ids(ctx.tokenizer, turns)
     except LinkError as exc:
         raise invalid(f"cannot tokenize the messages: {exc}", "messages") from exc
-    _check_prompt(prompt_ids, ctx, params)
-    return CompletionJob(
-        kind="chat",
-        model=model,
-        prompt_ids=tuple(prompt_ids),
-        params=params,
-        stream=stream,
-        include_usage=include_usage,
-        stop=stop,
-        seed_drawn=body.get("seed") is None,
-        preview=turns[-1][1][:200],
-    )
+    return _job("chat", model, prompt_ids, sampling, ctx, preview=turns[-1][1][:200])
 
 
 def parse_completion(body: object, ctx: ParseContext) -> CompletionJob:
@@ -441,20 +423,58 @@ def parse_completion(body: object, ctx: ParseContext) -> CompletionJob:
         raise invalid("'prompt': one prompt per request (a batch of several is not served)")
     else:
         raise invalid("'prompt' must be a string or an array of token ids", "prompt")
+    sampling = _sampling(body, ctx, chat=False)
+    return _job("text", model, prompt_ids, sampling, ctx, preview=preview)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sampling:
+    """What both endpoints read alike: streaming, the length limit, stop strings and
+    the generation parameters."""
+
+    stream: bool
+    include_usage: bool
+    stop: tuple[str, ...]
+    params: GenerationParams
+    seed_drawn: bool
+
+
+def _sampling(body: Mapping[str, Any], ctx: ParseContext, *, chat: bool) -> _Sampling:
+    """``stream``, the length limit (chat: ``max_completion_tokens`` or its older name
+    ``max_tokens``, not both), ``stop`` and the parameters, checked in that order."""
     stream, include_usage = _stream(body)
-    max_tokens = _integer(body, "max_tokens", 1, MAX_NEW_TOKENS)
+    max_tokens = None
+    if chat:
+        if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
+            raise invalid("give 'max_tokens' or 'max_completion_tokens', not both", "max_tokens")
+        max_tokens = _integer(body, "max_completion_tokens", 1, MAX_NEW_TOKENS)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, MAX_NEW_TOKENS)
     stop = _stop(body)
     params = _params(body, ctx, max_tokens)
-    _check_prompt(prompt_ids, ctx, params)
+    return _Sampling(stream, include_usage, stop, params, seed_drawn=body.get("seed") is None)
+
+
+def _job(
+    kind: Kind,
+    model: str,
+    prompt_ids: Sequence[int],
+    sampling: _Sampling,
+    ctx: ParseContext,
+    *,
+    preview: str,
+) -> CompletionJob:
+    """The job, once its prompt is known to fit (:func:`_check_prompt`)."""
+    _check_prompt(prompt_ids, ctx, sampling.params)
     return CompletionJob(
-        kind="text",
+        kind=kind,
         model=model,
         prompt_ids=tuple(prompt_ids),
-        params=params,
-        stream=stream,
-        include_usage=include_usage,
-        stop=stop,
-        seed_drawn=body.get("seed") is None,
+        params=sampling.params,
+        stream=sampling.stream,
+        include_usage=sampling.include_usage,
+        stop=sampling.stop,
+        seed_drawn=sampling.seed_drawn,
         preview=preview,
     )
 

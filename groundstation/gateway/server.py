@@ -20,7 +20,7 @@ import uvicorn
 
 from groundstation.gateway.app import Gateway, GatewayConfig
 from groundstation.gateway.auth import ApiKeys
-from groundstation.station import GroundStation, IdSource
+from groundstation.station import IdSource
 from linkstack.inference.tokenizer import Tokenizer
 from linkstack.sdls.keystore import RoleSecurity
 
@@ -76,19 +76,10 @@ async def serve(
     on_ready: Callable[[str], None],
 ) -> Gateway:
     """Serve until SIGINT/SIGTERM; returns the gateway (for its counters)."""
-    from groundstation.session import station_link
+    from groundstation.session import keyed_station
     from linkstack.aio import open_link
 
-    # A management SA in the key file: key management (Set ARSN) on its own TC VC, as
-    # groundstation ask does.
-    setup = station_link(security)
-    station = GroundStation(
-        tokenizer,
-        config=setup.config,
-        security=setup.security,
-        vc_security=setup.vc_security,
-        id_source=id_source,
-    )
+    station = keyed_station(tokenizer, security, id_source=id_source)
     link = await asyncio.wait_for(
         open_link(link_url, role="ground", on_receive=station.on_receive), open_link_timeout_s
     )

@@ -60,7 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import numpy.typing as npt
 
-from linkstack.aio.links import LinkAddress, Receiver, Role, UdpLink, _UdpProtocol
+from linkstack.aio.links import LinkAddress, Receiver, Role, UdpLink, _open_udp
 from linkstack.coding.convolutional import ConvolutionalEncoder, unpack_bits
 from linkstack.coding.tm import TmCodingConfig, pseudo_random_sequence
 from linkstack.errors import LocalProtocolError
@@ -401,19 +401,7 @@ async def open_zmq(
     options = ZmqOptions.parse(url)
     udp: UdpLink | None = None
     if options.uplink is not None:
-        loop = asyncio.get_running_loop()
-        protocol = _UdpProtocol(loop, on_receive, answer=role == "spacecraft")
-        address = options.uplink
-        if role == "spacecraft":
-            await loop.create_datagram_endpoint(
-                lambda: protocol, local_addr=(address.host, address.port)
-            )
-        else:
-            await loop.create_datagram_endpoint(
-                lambda: protocol, remote_addr=(address.host, address.port)
-            )
-            protocol.peer = (address.host, address.port)
-        udp = UdpLink(protocol)
+        udp = await _open_udp(options.uplink, role, on_receive)
     try:
         return ZmqLink(
             role=role,

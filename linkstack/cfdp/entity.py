@@ -171,6 +171,21 @@ class CfdpConfig:
                 raise LocalProtocolError(f"{name} {getattr(self, name)} must be >= 1")
 
 
+def default_cfdp_config(*, local_id: int, remote_id: int) -> CfdpConfig:
+    """CFDP parameters of the live programs (``onboard serve --store`` and the ground's
+    file commands, each end's mirroring the other's): PDUs of 4 KB (4 TC frames), timers
+    sized for a ground pass (positive ACK 10 s x 30, NAK 5 s x 30)."""
+    return CfdpConfig(
+        local_id=local_id,
+        remote_id=remote_id,
+        max_pdu_length=4050,
+        ack_timer_s=10.0,
+        ack_limit=30,
+        nak_timer_s=5.0,
+        nak_limit=30,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingFile:
     """What a Metadata PDU announces (5.2.5): the receiving application may refuse it."""
@@ -867,4 +882,5 @@ __all__ = [
     "Refusal",
     "TransferFinished",
     "TransferStarted",
+    "default_cfdp_config",
 ]

@@ -20,4 +20,8 @@ CFDP_APID: Final = 0x7FD
 GROUND_ENTITY_ID: Final = 1
 SPACECRAFT_ENTITY_ID: Final = 2
 
-__all__ = ["CFDP_APID", "GROUND_ENTITY_ID", "SPACECRAFT_ENTITY_ID"]
+#: Destination-name prefix of the ground's request files and of the spacecraft's replies
+#: (``.ctl/ID.json``, ``.ctl/ID.reply.json``; docs/cfdp.md).
+CONTROL_PREFIX: Final = ".ctl/"
+
+__all__ = ["CFDP_APID", "CONTROL_PREFIX", "GROUND_ENTITY_ID", "SPACECRAFT_ENTITY_ID"]

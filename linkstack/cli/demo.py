@@ -22,6 +22,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from linkstack.cli.main import Streams
@@ -259,29 +260,15 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     params = wire_params(args)
     check_capture_path(args.capture, force=args.force)
 
-    keys: tuple[RoleSecurity, RoleSecurity] | None = None
-    if args.keys is not None:
-        from linkstack.sdls.keystore import link_security
-
-        keys = (
-            link_security(args.keys, role="ground"),
-            link_security(args.keys, role="spacecraft"),
+    keys = both_ends_keys(args.keys)
+    if keys is not None and args.rekey_at is not None and keys[0].management_sa is None:
+        raise UsageError(
+            f"--rekey-at with --keys {args.keys}: the key file has no management SA for"
+            " key management on a TC VC of its own; make one with"
+            " `linkstack keys generate PATH --management-vc 1`"
         )
-        if args.rekey_at is not None and keys[0].management_sa is None:
-            raise UsageError(
-                f"--rekey-at with --keys {args.keys}: the key file has no management SA for"
-                " key management on a TC VC of its own; make one with"
-                " `linkstack keys generate PATH --management-vc 1`"
-            )
 
-    from onboard.model import load_model
-
-    if not args.json:
-        io.stderr.write(f"linkstack demo: loading model {args.model} ...\n")
-        io.stderr.flush()
-    handle = load_model(args.model, device=args.device)
-    params = dataclasses.replace(params, stop_ids=handle.stop_ids)
-    prompt_ids = tuple(handle.tokenizer.encode_prompt(args.prompt, chat=not args.no_chat))
+    handle, params, prompt_ids = load_demo_model(args, io, params)
     if not args.json:
         io.stderr.write(
             f"linkstack demo: {handle.description}; profile {args.profile}; "
@@ -302,11 +289,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
                 keys=keys,
             )
         )
-    for side in keys or ():
-        side.save_receive_state()
-    if args.json:
-        io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-    io.stdout.flush()
+    finish_demo(args, io, keys, record)
     if outcome.interrupted:
         io.stderr.write(
             f"linkstack demo: interrupted ({outcome.signal_name}) after"
@@ -315,13 +298,7 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             + (", the spacecraft confirmed it\n" if outcome.cancel_confirmed else "\n")
         )
         return EXIT_INTERRUPTED
-    if record["error"] is not None:
-        io.stderr.write(f"linkstack demo: {record['error']}\n")
-        return EXIT_FAILED
-    if not record["match"]:
-        io.stderr.write("linkstack demo: the ground received other ids than the model made\n")
-        return EXIT_FAILED
-    return EXIT_OK
+    return demo_status(io, record)
 
 
 def _recorder(
@@ -349,6 +326,57 @@ def _recorder(
         chat=not args.no_chat,
         timeout_s=args.timeout,
     )
+
+
+def both_ends_keys(path: Path | str | None) -> tuple[RoleSecurity, RoleSecurity] | None:
+    """``--keys``: the ground's and the spacecraft's security from one key file."""
+    if path is None:
+        return None
+    from linkstack.sdls.keystore import link_security
+
+    return link_security(path, role="ground"), link_security(path, role="spacecraft")
+
+
+def load_demo_model(
+    args: argparse.Namespace, io: Streams, params: GenerationParams
+) -> tuple[ModelHandle, GenerationParams, tuple[int, ...]]:
+    """Load ``--model`` (said on stderr unless ``--json``) and encode ``--prompt``: the
+    handle, ``params`` stopping at the model's stop ids, and the prompt's ids."""
+    from onboard.model import load_model
+
+    if not args.json:
+        io.stderr.write(f"linkstack demo: loading model {args.model} ...\n")
+        io.stderr.flush()
+    handle = load_model(args.model, device=args.device)
+    params = dataclasses.replace(params, stop_ids=handle.stop_ids)
+    prompt_ids = tuple(handle.tokenizer.encode_prompt(args.prompt, chat=not args.no_chat))
+    return handle, params, prompt_ids
+
+
+def finish_demo(
+    args: argparse.Namespace,
+    io: Streams,
+    keys: tuple[RoleSecurity, RoleSecurity] | None,
+    record: dict[str, Any],
+) -> None:
+    """Keep both ends' receive state in their counter files; the record under ``--json``."""
+    for side in keys or ():
+        side.save_receive_state()
+    if args.json:
+        io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+    io.stdout.flush()
+
+
+def demo_status(io: Streams, record: dict[str, Any]) -> int:
+    """The exit status of a finished demo: failed (said on stderr) on an error or when
+    the ground received other ids than the model made."""
+    if record["error"] is not None:
+        io.stderr.write(f"linkstack demo: {record['error']}\n")
+        return EXIT_FAILED
+    if not record["match"]:
+        io.stderr.write("linkstack demo: the ground received other ids than the model made\n")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 async def _demo(

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import json
 import os
 import signal
 import socket
@@ -35,7 +33,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from linkstack.console.base import EXIT_FAILED, EXIT_OK, LiveLine, RunError, UsageError
+from linkstack.cli.demo import both_ends_keys, demo_status, finish_demo, load_demo_model
+from linkstack.console.base import LiveLine, RunError, UsageError
 from linkstack.console.options import wire_params
 
 if TYPE_CHECKING:
@@ -123,23 +122,9 @@ def run(args: argparse.Namespace, io: Streams) -> int:
     """``linkstack demo --via-gnuradio``."""
     check_options(args)
     params = wire_params(args)
-    keys: tuple[RoleSecurity, RoleSecurity] | None = None
-    if args.keys is not None:  # as the plain demo: a bad key file is refused first
-        from linkstack.sdls.keystore import link_security
-
-        keys = (
-            link_security(args.keys, role="ground"),
-            link_security(args.keys, role="spacecraft"),
-        )
+    keys = both_ends_keys(args.keys)  # as the plain demo: a bad key file is refused first
     python = gnuradio_python()
-    from onboard.model import load_model
-
-    if not args.json:
-        io.stderr.write(f"linkstack demo: loading model {args.model} ...\n")
-        io.stderr.flush()
-    handle = load_model(args.model, device=args.device)
-    params = dataclasses.replace(params, stop_ids=handle.stop_ids)
-    prompt_ids = tuple(handle.tokenizer.encode_prompt(args.prompt, chat=not args.no_chat))
+    handle, params, prompt_ids = load_demo_model(args, io, params)
     live = LiveLine(None if args.json else io.stdout)
     record = asyncio.run(
         _run(
@@ -153,18 +138,8 @@ def run(args: argparse.Namespace, io: Streams) -> int:
             keys=keys,
         )
     )
-    for side in keys or ():
-        side.save_receive_state()
-    if args.json:
-        io.stdout.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-    io.stdout.flush()
-    if record["error"] is not None:
-        io.stderr.write(f"linkstack demo: {record['error']}\n")
-        return EXIT_FAILED
-    if not record["match"]:
-        io.stderr.write("linkstack demo: the ground received other ids than the model made\n")
-        return EXIT_FAILED
-    return EXIT_OK
+    finish_demo(args, io, keys, record)
+    return demo_status(io, record)
 
 
 async def _run(

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final, TextIO
 
 from linkstack import __version__
+from linkstack.errors import LocalProtocolError
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -46,6 +47,16 @@ class UsageError(Exception):
 
 class RunError(Exception):
     """The run failed (link, model, file, request): printed as ``PROG: message``, exit 1."""
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """A :class:`LocalProtocolError` inside (an option value the standard forbids, such as
+    a ``--link`` URL that does not parse) becomes a :class:`UsageError`, its message kept."""
+    try:
+        yield
+    except LocalProtocolError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 # -- plain-text help ----------------------------------------------------------------------
@@ -337,4 +348,5 @@ __all__ = [
     "probability",
     "run_command",
     "text_program",
+    "usage_errors",
 ]

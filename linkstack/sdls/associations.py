@@ -139,7 +139,7 @@ class SecurityAssociation:
 
     Defaults: the baseline suite, AES-256-GCM, 96-bit counter IV carried whole,
     128-bit MAC, no Sequence Number, no padding, the IV as ARSN, no window limit.
-    Every parameter maps to a CryptoLib SA column (``docs/interop_cryptolib.md``).
+    Every parameter maps to a CryptoLib SA column (``docs/interop.md``).
     """
 
     #: Security Parameter Index carried in every frame (4.1.1.2).

@@ -24,7 +24,7 @@ header and the Security Header (one mask bit per header bit, 355.0-B-2 4.2.2.6).
 ``arsn_source`` is ``"IV"``, ``"SN"`` or null (CryptoLib's rule); the fields added after
 version 1 first shipped may be left out (their defaults are today's behaviour).  Unknown
 SA fields are refused; a bad one is a one-line :class:`KeyFileError` naming the SA and the
-field (docs/interop_cryptolib.md lists every field against CryptoLib's SA table).
+field (docs/interop.md lists every field against CryptoLib's SA table).
 
 Counter file (JSON, mode 0600, written atomically and fsync'ed before any counter
 value inside a new reservation is used)::
@@ -176,8 +176,11 @@ class KeyFile:
 # -- atomic writing ------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, text: str, *, overwrite: bool) -> None:
-    """Write ``text`` to ``path`` (mode 0600) so that readers see old or new, never half."""
+def write_private_file(path: Path, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to ``path`` (mode 0600) so that readers see old or new, never half.
+
+    The key files here and the gateway's API key file (groundstation/gateway/auth.py).
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     # pid and random octets: a stray file of a killed process with the same pid is no clash
@@ -208,8 +211,12 @@ def _write_atomically(path: Path, text: str, *, overwrite: bool) -> None:
         os.close(dir_fd)
 
 
-def _read_private(path: Path, what: str) -> Any:
-    """Read a JSON file only if group and others have no access to it."""
+def read_private_json(path: Path, what: str, *, max_octets: int | None = None) -> Any:
+    """Read a JSON file only if group and others have no access to it.
+
+    ``what`` names the file in every message ("key file", "API key file"); a file over
+    ``max_octets`` (when given) is refused.
+    """
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -223,10 +230,14 @@ def _read_private(path: Path, what: str) -> Any:
                 f" (chmod 600 {path})"
             )
         chunks = []
-        while chunk := os.read(fd, 65536):
+        size = 0
+        while (max_octets is None or size <= max_octets) and (chunk := os.read(fd, 65536)):
             chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
+    if max_octets is not None and size > max_octets:
+        raise KeyFileError(f"{what} {path} is over {max_octets} octets")
     try:
         return json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -287,7 +298,7 @@ def write_key_file(
     """Write a key file atomically with mode 0600."""
     sas = tuple(sas)
     SaTable(sas, keys)  # refuse an inconsistent set before it reaches the disk
-    _write_atomically(Path(path), key_file_text(keys, sas), overwrite=overwrite)
+    write_private_file(Path(path), key_file_text(keys, sas), overwrite=overwrite)
 
 
 def default_security_associations(
@@ -302,7 +313,7 @@ def default_security_associations(
     last+W, nothing behind), reserving ``reservation_step`` IVs per write (default
     the smaller of W and 1,024).  ``management_vcid`` adds the TC management SA (SPI 3,
     key 130) on that VC, which must not be VC 0: Set ARSN travels there, under an SA
-    with no window limit (docs/interop_cryptolib.md).
+    with no window limit (docs/interop.md).
     """
     strict: dict[str, Any] = {}
     if max_arsn_jump is not None:
@@ -415,7 +426,7 @@ def _sa_from_json(entry: dict[str, Any], where: str) -> SecurityAssociation:
 def load_key_file(path: Path | str) -> KeyFile:
     """Read a key file; refuses one that group or others can access."""
     path = Path(path)
-    document = _read_private(path, "key file")
+    document = read_private_json(path, "key file")
     if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
         raise KeyFileError(f"key file {path}: 'format' is not {KEY_FILE_FORMAT!r}")
     if document.get("version") != FORMAT_VERSION:
@@ -530,7 +541,7 @@ class CounterStore:
         """The file's content, or an empty record when there is no file yet."""
         if not self.path.exists():
             return CounterRecord()
-        document = _read_private(self.path, "counter file")
+        document = read_private_json(self.path, "counter file")
         if not isinstance(document, dict) or document.get("format") != COUNTER_FILE_FORMAT:
             raise KeyFileError(f"counter file {self.path}: 'format' is not {COUNTER_FILE_FORMAT!r}")
         try:
@@ -580,7 +591,7 @@ class CounterStore:
             "rx": {str(k): v for k, v in sorted(record.rx.items())},
             "otar_rx": {str(k): v for k, v in sorted(record.otar_rx.items())},
         }
-        _write_atomically(self.path, json.dumps(document, indent=2) + "\n", overwrite=True)
+        write_private_file(self.path, json.dumps(document, indent=2) + "\n", overwrite=True)
         self.record = record
 
     def save(self) -> None:
@@ -923,7 +934,9 @@ __all__ = [
     "key_file_text",
     "link_security",
     "load_key_file",
+    "read_private_json",
     "save_keys",
     "security_record",
     "write_key_file",
+    "write_private_file",
 ]

@@ -553,3 +553,14 @@ async def test_the_operator_state_needs_an_operator_key(harness: Harness) -> Non
     ]
     page = await harness.client.get("/")
     assert page.status_code == 200 and "/operator/events" in page.text
+
+
+def test_retry_after_reads_the_spacecrafts_hint_in_milliseconds() -> None:
+    """The QUEUE_FULL detail onboard serve writes carries its hint in milliseconds:
+    2.5 s becomes Retry-After 3, a detail without one the gateway's default."""
+    from groundstation.gateway.app import _retry_after
+    from linkstack.inference.protocol import format_busy_detail
+
+    assert _retry_after(format_busy_detail(4, 8, 2.5)) == 3
+    assert _retry_after(format_busy_detail(4, 8, 0.0)) == 1
+    assert _retry_after("8 requests queued") == BUSY_RETRY_AFTER_S

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -57,7 +56,12 @@ from groundstation.station import (
 )
 from linkstack.endpoints import GroundCounters
 from linkstack.errors import LinkError
-from linkstack.inference.protocol import MAX_PROMPT_IDS, ErrorReason, FinishReason
+from linkstack.inference.protocol import (
+    MAX_PROMPT_IDS,
+    ErrorReason,
+    FinishReason,
+    parse_busy_detail,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +73,6 @@ BUSY_RETRY_AFTER_S: Final = 5
 KEPT_FINISHED: Final = 20
 #: Seconds between two operator snapshots when nothing changes (counters move anyway).
 OPERATOR_REFRESH_S: Final = 1.0
-#: The spacecraft's reasons that mean "busy, come back later" (HTTP 429).
-_BUSY_REASONS: Final = frozenset(
-    r for r in (ErrorReason.QUEUE_FULL, getattr(ErrorReason, "BUSY", None)) if r is not None
-)
-_RETRY_AFTER: Final = re.compile(r"retry[ _-]?after[ _=:]*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _STATIC: Final = Path(__file__).resolve().parent / "static"
 _ANONYMOUS: Final = ApiKey("anonymous", "0" * 64, 1, operator=True)
 
@@ -774,8 +773,10 @@ def _finish_reason(answer: Answer) -> str | None:
 
 
 def _retry_after(detail: str) -> int:
-    found = _RETRY_AFTER.search(detail)
-    return BUSY_RETRY_AFTER_S if found is None else max(1, math.ceil(float(found.group(1))))
+    """Retry-After for a QUEUE_FULL report: the spacecraft's hint (docs/protocol.md §8.2,
+    in milliseconds on the wire), at least 1 s; :data:`BUSY_RETRY_AFTER_S` without one."""
+    busy = parse_busy_detail(detail)
+    return BUSY_RETRY_AFTER_S if busy is None else max(1, busy.retry_after_s)
 
 
 def _failure(answer: Answer) -> ApiError | None:
@@ -794,7 +795,7 @@ def _failure(answer: Answer) -> ApiError | None:
     if isinstance(error, RequestIdInUseError):
         return ApiError(503, str(error), type="server_error", code="request_id_in_use")
     if isinstance(error, SpacecraftError):
-        if error.reason in _BUSY_REASONS:
+        if error.reason is ErrorReason.QUEUE_FULL:
             wait = _retry_after(error.detail)
             return ApiError(
                 429,
